@@ -1,0 +1,1 @@
+"""vitnas: neural-architecture search for vision transformers and CNN/ViT hybrids."""

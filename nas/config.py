@@ -1,0 +1,74 @@
+"""SearchConfig: everything that determines a search, written to ``<run>/config.toml``.
+
+``nas resume`` rebuilds the search from this file alone, so every field that changes the result
+(space, devices, objectives, constraints, strategy, seed, budget, proxy threads) lives here,
+together with fingerprints of the space and tables that a resume checks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from nas.errors import UserError
+
+DEFAULT_OBJECTIVES = "naswot,latency"
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    space: str
+    devices: tuple[str, ...]
+    objectives: str = DEFAULT_OBJECTIVES
+    strategy: str = "nsga2"
+    budget: int = 160
+    population: int = 32
+    seed: int = 0
+    max_latency: float | None = None  # ms, every device
+    max_macs: float | None = None  # millions
+    max_params: float | None = None  # millions
+    threads: int = 2  # torch threads for proxy evaluation; fixed so scores are reproducible
+    fingerprints: dict = field(default_factory=dict)  # filled by the search: space + table versions
+
+    def validate(self) -> "SearchConfig":
+        if self.budget <= 0:
+            raise UserError(f"--budget must be a positive number of evaluations, got {self.budget}")
+        if self.population < 2:
+            raise UserError(f"--population must be at least 2, got {self.population}")
+        if self.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {self.threads}")
+        if not self.devices:
+            raise UserError("give at least one --device")
+        for flag, v in (("--max-latency", self.max_latency), ("--max-macs", self.max_macs), ("--max-params", self.max_params)):
+            if v is not None and not v > 0:
+                raise UserError(f"{flag} must be positive, got {v}")
+        return self
+
+    def to_toml(self) -> str:
+        data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items() if v is not None}
+        return "# written by `nas search`; `nas resume` reads it back\n" + tomli_w.dumps(data)
+
+    @classmethod
+    def from_toml(cls, path: Path) -> "SearchConfig":
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{path} does not exist: is this a run directory written by `nas search`?") from None
+        except tomllib.TOMLDecodeError as e:
+            raise UserError(f"{path}: malformed TOML: {e}") from None
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise UserError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}")
+        try:
+            data["devices"] = tuple(data["devices"])
+            return cls(**data).validate()
+        except (KeyError, TypeError) as e:
+            raise UserError(f"{path}: incomplete search configuration ({e})") from None
+
+    def with_(self, **changes: Any) -> "SearchConfig":
+        return dataclasses.replace(self, **changes)

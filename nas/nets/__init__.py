@@ -1,0 +1,1 @@
+"""Standalone torch models of searchable architectures (one module per space family)."""

@@ -1,0 +1,1 @@
+"""Search strategies (ask/tell) and the search loop."""

@@ -1,0 +1,231 @@
+"""The search loop: ask the strategy, answer from the run log or evaluate, log, tell, repeat.
+
+``prepare`` does every check that can fail on user input (space, devices, tables, objectives,
+constraints, strategy) before anything is written; ``run`` then owns the run directory. A
+resumed run replays the same asks from the seed and answers them from ``evals.jsonl``, so the
+final front equals an uninterrupted run's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.config import SearchConfig
+from nas.errors import UserError
+from nas.latency import load_table
+from nas.objectives import Constraint, Evaluator, Objective, latency_column, parse_objectives
+from nas.runlog import FAILED, OK, SKIPPED, RunLog
+from nas.search.base import Problem, make_searcher, strategy_names
+from nas.spaces import SearchSpace, get_space
+
+BIG = 1e12  # what a searcher is told for a failed or unmeasured objective
+STALL_BATCHES = 100  # stop when this many asks in a row bring nothing new
+
+
+@dataclass
+class Session:
+    cfg: SearchConfig
+    space: SearchSpace
+    tables: list
+    evaluator: Evaluator
+    objectives: list[Objective]
+    constraints: list[Constraint]
+    problem: Problem
+
+
+def prepare(cfg: SearchConfig) -> Session:
+    cfg.validate()
+    from nas.proxies import proxy_names
+
+    space = get_space(cfg.space)
+    if len(set(cfg.devices)) != len(cfg.devices):
+        raise UserError(f"--device lists a device twice: {','.join(cfg.devices)}")
+    tables = [load_table(d, space) for d in cfg.devices]
+    devices = [t.device for t in tables]
+    objectives, proxy = parse_objectives(cfg.objectives, devices, proxy_names())
+    if len(objectives) < 1:
+        raise UserError("no objectives")
+    constraints = []
+    if cfg.max_latency is not None:
+        constraints += [Constraint(latency_column(d), cfg.max_latency, "--max-latency") for d in devices]
+    if cfg.max_macs is not None:
+        constraints.append(Constraint("macs_m", cfg.max_macs, "--max-macs"))
+    if cfg.max_params is not None:
+        constraints.append(Constraint("params_m", cfg.max_params, "--max-params"))
+    if cfg.strategy not in strategy_names():
+        from nas.registry import did_you_mean
+
+        raise did_you_mean(cfg.strategy, strategy_names(), "strategy")
+    evaluator = Evaluator(space, tables, proxy, seed=cfg.seed, threads=cfg.threads)
+    problem = Problem(tuple(v.name for v in space.vars), space.var_sizes, len(objectives), len(constraints),
+                      space.sample_vectors)
+    fingerprints = {"space": space.fingerprint, **{f"table.{t.device}": t.version for t in tables}}
+    if cfg.fingerprints and cfg.fingerprints != fingerprints:
+        changed = sorted(k for k in set(cfg.fingerprints) | set(fingerprints) if cfg.fingerprints.get(k) != fingerprints.get(k))
+        raise UserError(f"cannot resume: {', '.join(changed)} changed since the run started "
+                        f"(was {[cfg.fingerprints.get(k) for k in changed]}, now {[fingerprints.get(k) for k in changed]}); "
+                        "start a new run")
+    return Session(cfg.with_(fingerprints=fingerprints), space, tables, evaluator, objectives, constraints, problem)
+
+
+@dataclass
+class SearchResult:
+    run_dir: Path
+    evaluated: int
+    front: int
+    failed: int
+    pareto_csv: Path
+    plot: Path | None
+    seconds: float
+    stalled: bool
+
+    def summary(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "evaluated": self.evaluated, "pareto_size": self.front,
+                "failed": self.failed, "pareto_csv": str(self.pareto_csv),
+                "plot": str(self.plot) if self.plot else None, "seconds": round(self.seconds, 2),
+                "stalled": self.stalled}
+
+
+def run(session: Session, run_dir: Path, *, progress: bool = True, plot: bool = True,
+        pareto_every_s: float = 2.0) -> SearchResult:
+    """Search until ``budget`` distinct architectures are evaluated (or the strategy stalls).
+
+    ``seen`` counts the evaluations the strategy has witnessed in this pass. In a fresh run it
+    equals ``log.n``; in a resumed run the strategy replays from the seed, and log rows with
+    index >= seen are results it is about to "discover": they are answered from the log."""
+    cfg, space = session.cfg, session.space
+    t0 = time.perf_counter()
+    log = RunLog(run_dir / "evals.jsonl", session.evaluator.columns, session.objectives, session.constraints,
+                 space.n_genes)
+    seen = 0
+
+    def identify(x: np.ndarray) -> list[str]:
+        return space.ids(space.to_genomes(x))
+
+    def is_known(ids: list[str]) -> np.ndarray:
+        return np.array([log.index.get(i, seen) < seen for i in ids], dtype=bool)
+
+    problem = dataclasses.replace(session.problem, identify=identify, is_known=is_known)
+    searcher = make_searcher(cfg.strategy, problem, seed=cfg.seed, population=cfg.population)
+    bar = _progress(cfg.budget, min(log.n, cfg.budget), progress)
+    pareto = run_dir / "pareto.csv"
+    last_write, stall, stalled = time.perf_counter(), 0, False
+    try:
+        while seen < cfg.budget:
+            x = searcher.ask()
+            genomes = space.to_genomes(x)
+            ids = space.ids(genomes)
+            fresh = [i for i in np.flatnonzero(problem.fresh(x))]  # new to the strategy, in order
+            room = cfg.budget - seen
+            take = fresh[:room]
+            todo = [i for i in take if ids[i] not in log.index]
+            if todo:
+                _evaluate(session, log, genomes, ids, todo, bar)
+            seen += len(take)
+            if len(fresh) > room:
+                break  # the budget ends inside this batch: nothing left to tell
+            stall = 0 if take else stall + 1
+            if stall >= STALL_BATCHES:
+                stalled = True
+                print(f"warning: {STALL_BATCHES} batches in a row proposed only evaluated architectures; "
+                      f"stopping at {seen} of {cfg.budget} evaluations", file=sys.stderr)
+                break
+            rows = log.rows(ids)
+            f = log.minimised(rows)
+            f[~np.isfinite(f)] = BIG
+            f[log.status[rows] == FAILED] = BIG
+            searcher.tell(x, f, log.violations(rows))
+            if todo and time.perf_counter() - last_write > pareto_every_s:
+                log.write_pareto(pareto, _row_fields(session, log))
+                last_write = time.perf_counter()
+            if bar is not None:
+                bar.set_postfix(front=len(log.front), refresh=False)
+    finally:
+        if bar is not None:
+            bar.close()
+        log.close()
+    n_front = log.write_pareto(pareto, _row_fields(session, log))
+    png = None
+    if plot:
+        from nas.report import plot_front
+
+        png = plot_front(log, session.objectives, run_dir / "pareto.png", title=_title(session))
+    return SearchResult(run_dir, log.n, n_front, int((log.status == FAILED).sum()), pareto, png,
+                        time.perf_counter() - t0, stalled)
+
+
+def _evaluate(session: Session, log: RunLog, genomes: np.ndarray, ids: list[str], todo: list[int], bar) -> None:
+    """Cheap metrics for the whole batch at once; expensive ones one architecture at a time,
+    each logged as soon as it is done so an interrupted batch keeps its finished work."""
+    ev = session.evaluator
+    g = genomes[todo]
+    t = time.perf_counter()
+    cheap = ev.cheap(g)
+    per = (time.perf_counter() - t) / len(todo)
+    values = np.full((len(todo), len(ev.columns)), np.nan)
+    for c, v in cheap.items():
+        values[:, log.col[c]] = v
+    batch_ids = [ids[i] for i in todo]
+    if not ev.expensive_columns:
+        log.append(batch_ids, g, values, np.full(len(todo), OK, dtype=np.int8), [None] * len(todo), [per] * len(todo))
+        if bar is not None:
+            bar.update(len(todo))
+        return
+    viol = np.zeros(len(todo), dtype=bool)
+    for c in session.constraints:
+        viol |= values[:, log.col[c.column]] > c.upper
+    for i in range(len(todo)):
+        status, error, t = (SKIPPED if viol[i] else OK), None, time.perf_counter()
+        if not viol[i]:
+            try:
+                for c, v in ev.expensive(g[i]).items():
+                    values[i, log.col[c]] = v
+            except Exception as e:  # a failing architecture is a row, not a crashed search
+                status, error = FAILED, f"{type(e).__name__}: {e}"
+        log.append([batch_ids[i]], g[i:i + 1], values[i:i + 1], np.array([status], dtype=np.int8), [error],
+                   [per + time.perf_counter() - t])
+        if bar is not None:
+            bar.update(1)
+
+
+def _row_fields(session: Session, log: RunLog):
+    space, ev = session.space, session.evaluator
+    devices = ";".join(t.device for t in session.tables)
+    versions = ";".join(t.version for t in session.tables)
+    obj_cols = [o.column for o in session.objectives]
+    other = [c for c in ev.columns if c not in obj_cols]
+
+    def fields(row: int, genome: np.ndarray, ident: str) -> dict:
+        vals = log.values[row]
+        rec: dict[str, Any] = {"arch_id": ident}
+        for c in obj_cols + other:
+            rec[c] = float(vals[log.col[c]])
+        rec["accuracy_estimate"] = ev.accuracy_estimate()
+        rec["device"] = devices
+        rec["table_version"] = versions
+        rec["space"] = space.name
+        rec.update(space.decode(space.arch(genome)))
+        return rec
+
+    return fields
+
+
+def _title(session: Session) -> str:
+    c = session.cfg
+    return f"{session.space.name} on {', '.join(c.devices)}: {c.strategy}, seed {c.seed}"
+
+
+def _progress(total: int, done: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, unit="arch", desc="search", dynamic_ncols=True, file=sys.stderr)
+
+

@@ -1,0 +1,52 @@
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+# Published MFLOPs (MACs) of the released ElasticViT models, re-derived from microsoft/Moonlit's
+# compute_flops (shared/reference/elasticvit_resnas.md, A.2).
+ELASTICVIT_MFLOPS = {
+    "elastic_T1": 62.9, "elastic_T2": 120.0, "elastic_S1": 217.6, "elastic_S2": 318.5, "elastic_M": 415.6,
+    "elastic_L1": 517.1, "elastic_L1.5": 618.8, "elastic_L2": 704.1, "elastic_L3": 815.4,
+}
+DEVICES = ("pixel1", "pixel4", "pixel6", "xiaomi11")
+
+
+@pytest.fixture(scope="session")
+def space():
+    from nas.spaces import get_space
+
+    return get_space("elasticvit")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def run_search(out: Path, **overrides):
+    """An in-process search (as `nas search` runs it); returns the run directory."""
+    from nas.config import SearchConfig
+    from nas.runs import new_run_dir
+    from nas.search.loop import prepare, run
+
+    fields = dict(space="elasticvit", devices=("pixel6",), objectives="latency,max:params", budget=300, population=20, seed=0)
+    fields.update(overrides)
+    session = prepare(SearchConfig(**fields))
+    run_dir = new_run_dir(session.cfg, out)
+    run(session, run_dir, progress=False, plot=False)
+    return run_dir
+
+
+def nas_cli(*args, cwd=None, timeout=600):
+    """Run the `nas` command in a subprocess; returns CompletedProcess."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "nas.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -1,0 +1,130 @@
+"""Searches on the phone tables: every strategy, fronts that are fronts, constraints, budgets,
+determinism for a seed."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_search
+from nas.errors import UserError
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def dominates(a, b):
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
+def assert_front(rows, cols, signs):
+    pts = [[s * float(r[c]) for c, s in zip(cols, signs)] for r in rows]
+    for i, p in enumerate(pts):
+        for j, q in enumerate(pts):
+            assert i == j or not dominates(q, p), (rows[i]["arch_id"], rows[j]["arch_id"])
+
+
+STRATEGIES = ["nsga2", "optuna-nsga2", "optuna-tpe", "evolution", "random"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_strategy_front_is_nondominated_feasible_and_complete(tmp_path, strategy):
+    budget = 120 if strategy == "optuna-tpe" else 300
+    run = run_search(tmp_path / "r", strategy=strategy, budget=budget, devices=("pixel6", "pixel4"),
+                     objectives="latency:pixel6,max:params", max_latency=25.0)
+    rows = read_csv(run / "pareto.csv")
+    assert len(rows) > 5  # a real trade-off: more parameters cost latency
+    assert_front(rows, ["latency_pixel6_ms", "params_m"], [1, -1])
+    assert all(float(r["latency_pixel6_ms"]) <= 25 and float(r["latency_pixel4_ms"]) <= 25 for r in rows)
+    lines = (run / "evals.jsonl").read_text().splitlines()
+    ids = [json.loads(ln)["id"] for ln in lines]
+    assert len(ids) == budget and len(set(ids)) == budget  # exactly the budget, no re-evaluation
+    # the front is the front of everything evaluated, computed independently here
+    recs = [json.loads(ln) for ln in lines]
+    feas = [r for r in recs if r["latency_pixel6_ms"] <= 25 and r["latency_pixel4_ms"] <= 25]
+    pts = {r["id"]: (r["latency_pixel6_ms"], -r["params_m"]) for r in feas}
+    expected = {i for i, p in pts.items() if not any(dominates(q, p) for q in pts.values())}
+    assert {r["arch_id"] for r in rows} == expected
+
+
+def test_same_seed_same_csv_other_seed_other_csv(tmp_path):
+    a = run_search(tmp_path / "a", strategy="nsga2", budget=400, objectives="latency,max:params")
+    b = run_search(tmp_path / "b", strategy="nsga2", budget=400, objectives="latency,max:params")
+    c = run_search(tmp_path / "c", strategy="nsga2", budget=400, objectives="latency,max:params", seed=1)
+    assert (a / "pareto.csv").read_bytes() == (b / "pareto.csv").read_bytes()
+    assert (a / "evals.jsonl").read_text().splitlines()[-1] == (b / "evals.jsonl").read_text().splitlines()[-1]
+    assert (a / "evals.jsonl").read_bytes() != (c / "evals.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "optuna-nsga2", "random"])
+def test_other_strategies_are_deterministic(tmp_path, strategy):
+    a = run_search(tmp_path / "a", strategy=strategy, budget=150)
+    b = run_search(tmp_path / "b", strategy=strategy, budget=150)
+    assert (a / "pareto.csv").read_bytes() == (b / "pareto.csv").read_bytes()
+
+
+def test_csv_schema(tmp_path, space):
+    run = run_search(tmp_path / "r", budget=100, devices=("pixel6", "xiaomi11"), objectives="latency,macs")
+    rows = read_csv(run / "pareto.csv")
+    cols = list(rows[0])
+    assert cols[:4] == ["arch_id", "latency_pixel6_ms", "latency_xiaomi11_ms", "macs_m"]
+    for c in ["params_m", "accuracy_estimate", "device", "table_version", "space", "resolution", "stage6.width",
+              "encoding"]:
+        assert c in cols
+    assert rows[0]["device"] == "pixel6;xiaomi11"
+    assert rows[0]["accuracy_estimate"] == "none"
+    assert "pixel6:nnmeter-transformer-lut-v3@" in rows[0]["table_version"]
+    lat = [float(r["latency_pixel6_ms"]) for r in rows]
+    assert lat == sorted(lat)
+    # every row can be taken home: its encoding rebuilds the same architecture
+    for r in rows:
+        assert space.from_encoding(json.loads(r["encoding"])).id == r["arch_id"]
+
+
+def test_macs_constraint_and_infeasible_everything(tmp_path):
+    run = run_search(tmp_path / "r", budget=200, max_macs=150)
+    rows = read_csv(run / "pareto.csv")
+    assert rows and all(float(r["macs_m"]) <= 150 for r in rows)
+    run = run_search(tmp_path / "s", budget=50, max_latency=0.5)
+    assert read_csv(run / "pareto.csv") == []  # nothing is that fast: an empty front, not a crash
+
+
+def test_config_errors_before_anything_is_written(tmp_path):
+    for bad in [dict(budget=-5), dict(population=1), dict(strategy="nsga3"), dict(objectives="latency,acc"),
+                dict(objectives="max:"), dict(objectives="latency,latency"),
+                dict(devices=("pixel6", "pixel6")), dict(max_latency=-1.0), dict(space="nope")]:
+        with pytest.raises(UserError):
+            run_search(tmp_path / "never", **bad)
+        assert not (tmp_path / "never").exists()
+
+
+def test_search_space_of_a_user_file(tmp_path, space):
+    p = tmp_path / "narrow.toml"
+    p.write_text(space.path.read_text().replace('name = "elasticvit"', 'name = "narrow"')
+                 .replace("resolutions = [128, 160, 176, 192, 224, 256]", "resolutions = [160, 192]"))
+    run = run_search(tmp_path / "r", space=str(p), budget=60)
+    rows = read_csv(run / "pareto.csv")
+    assert {r["space"] for r in rows} == {"narrow"}
+    assert {int(r["resolution"]) for r in rows} <= {160, 192}
+
+
+def test_objective_directions():
+    from nas.objectives import parse_objectives
+
+    objs, proxy = parse_objectives("naswot,latency,max:params,min:macs", ["pixel6", "pixel1"], ["naswot"])
+    assert [(o.column, o.goal) for o in objs] == [("proxy_naswot", "max"), ("latency_pixel6_ms", "min"),
+                                                  ("latency_pixel1_ms", "min"), ("params_m", "max"), ("macs_m", "min")]
+    assert proxy == "naswot"
+
+
+def test_problem_fresh_masks_known_and_repeated(space):
+    from nas.search.base import Problem
+
+    x = space.sample_vectors(np.random.default_rng(0), 4)
+    x = np.concatenate([x, x[:1]])
+    ids = space.ids(space.to_genomes(x))
+    p = Problem(tuple(v.name for v in space.vars), space.var_sizes, 2, 0, space.sample_vectors,
+                identify=lambda v: space.ids(space.to_genomes(v)), is_known=lambda i: np.array([j == ids[1] for j in i]))
+    assert p.fresh(x).tolist() == [True, False, True, True, False]
