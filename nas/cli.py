@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     def cmd(name: str, help_: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES.get(name),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        c.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+        c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
         return c
 
     s = cmd("search", "search a space for the Pareto front of accuracy estimate vs. latency/cost")

@@ -16,7 +16,9 @@ def plot_front(log, objectives: Sequence[Objective], path: Path, title: str = ""
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pairs = list(combinations(range(len(objectives)), 2)) or [(0, 0)]
+    # costs (minimised) on x, scores (maximised) on y: the usual accuracy-vs-latency picture
+    pairs = [(j, i) if objectives[i].goal == "max" and objectives[j].goal == "min" else (i, j)
+             for i, j in combinations(range(len(objectives)), 2)] or [(0, 0)]
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs), 4.4), squeeze=False)
     cols = [log.col[o.column] for o in objectives]
     vals = log.values[:, cols]
@@ -26,7 +28,8 @@ def plot_front(log, objectives: Sequence[Objective], path: Path, title: str = ""
         feas = log.feasible(np.arange(len(vals)))
     front = log.front
     for ax, (i, j) in zip(axes[0], pairs):
-        ax.scatter(vals[ok & ~feas, i], vals[ok & ~feas, j], s=6, c="#dddddd", label="infeasible", rasterized=True)
+        if (ok & ~feas).any():
+            ax.scatter(vals[ok & ~feas, i], vals[ok & ~feas, j], s=6, c="#dddddd", label="infeasible", rasterized=True)
         ax.scatter(vals[feas, i], vals[feas, j], s=6, c="#999999", label="evaluated", rasterized=True)
         if len(front):
             fv = vals[front]

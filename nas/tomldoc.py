@@ -25,7 +25,14 @@ class TomlDoc:
         try:
             self.data = tomllib.loads(self.text)
         except tomllib.TOMLDecodeError as e:
-            raise UserError(f"{self.path}: malformed TOML: {e}") from None
+            msg = str(e)
+            m = re.search(r"\s*\(at line (\d+), column \d+\)", msg)
+            if m:
+                line, msg = m.group(1), msg[: m.start()] + msg[m.end():]
+            else:  # "(at end of document)"
+                line = str(max(1, self.text.count("\n")))
+                msg = msg.replace(" (at end of document)", " at the end of the file")
+            raise UserError(f"{self.path}:{line}: malformed TOML: {msg}") from None
         self._lines = self.text.splitlines()
 
     def line_of(self, field: str) -> int | None:

@@ -92,8 +92,8 @@ class _Compiled:
     def __init__(self, table: LatencyTable, space: SearchSpace):
         self.table, self.space = table, space
         self.slots = space.latency_slots(table.grid_rounding)
-        self.dense: list[np.ndarray] = []
-        self.strides: list[np.ndarray] = []
+        self.dense: list[np.ndarray] = []  # per slot: flattened table over its factors, then 0.0
+        self.strides: list[list[int]] = []
         missing: set[str] = set()
         for slot in self.slots:
             shape = [space.genes[g].size for g in slot.factors]
@@ -108,21 +108,27 @@ class _Compiled:
                     missing.add(k)
                 else:
                     dense[idx] = v
-            self.dense.append(dense.ravel())
-            self.strides.append(np.array([int(np.prod(shape[i + 1:])) for i in range(len(shape))], dtype=np.int64))
+            self.dense.append(np.append(dense.ravel(), 0.0))
+            self.strides.append([int(np.prod(shape[i + 1:])) for i in range(len(shape))])
         self.missing = sorted(missing)
 
-    def _flat(self, j: int, g: np.ndarray) -> np.ndarray:
-        return g[:, list(self.slots[j].factors)].astype(np.int64) @ self.strides[j]
+    CHUNK = 32768  # genomes per pass: keeps each column slice in cache
 
     def predict(self, genomes: np.ndarray) -> np.ndarray:
         g = np.asarray(genomes)
-        total = np.zeros(len(g))
-        for j, slot in enumerate(self.slots):
-            vals = self.dense[j][self._flat(j, g)]
-            if slot.active is not None:
-                vals = np.where(slot.active(g), vals, 0.0)
-            total += vals
+        total = np.empty(len(g))
+        for start in range(0, len(g), self.CHUNK):
+            cols = np.ascontiguousarray(g[start:start + self.CHUNK].T, dtype=np.intp)  # (genes, n)
+            acc = np.zeros(cols.shape[1])
+            for slot, dense, strides in zip(self.slots, self.dense, self.strides):
+                idx = cols[slot.factors[0]] * strides[0]
+                for f, st in zip(slot.factors[1:], strides[1:]):
+                    idx += cols[f] * st
+                if slot.active is None:
+                    acc += dense[idx]
+                else:  # absent layers read the appended 0.0 at the end of the dense array
+                    acc += dense[np.where(cols[slot.active[0]] >= slot.active[1], idx, dense.size - 1)]
+            total[start:start + len(acc)] = acc
         bad = np.isnan(total)
         if bad.any():
             keys = sorted({k for row in g[bad] for k, v in self.breakdown(row[None, :]) if math.isnan(v)})
@@ -132,8 +138,8 @@ class _Compiled:
     def breakdown(self, genomes: np.ndarray) -> list[tuple[str, float]]:
         row = genomes[0]
         out = []
-        for j, slot in enumerate(self.slots):
-            if slot.active is not None and not slot.active(genomes)[0]:
+        for slot in self.slots:
+            if not slot.present(genomes[:1])[0]:
                 continue
             values = [self.space.genes[gi].choices[row[gi]] for gi in slot.factors]
             k = slot.key(*values)

@@ -39,15 +39,21 @@ class Var:
 class LatencySlot:
     """One block a latency table is summed over.
 
-    The block's table key is a function of a few genes (``factors``); it is present in an
-    architecture when ``active(genomes)`` says so. A table compiles each slot into a dense array
-    over the factors' choice indices, so prediction is one gather per slot for a whole batch.
+    The block's table key is a function of a few genes (``factors``); the block is present when
+    gene ``active[0]`` has choice index >= ``active[1]`` (a layer exists when the stage's depth
+    reaches it), always when ``active`` is None. A table compiles each slot into a dense array over
+    the factors' choice indices, so prediction is one gather per slot for a whole batch.
     """
 
     factors: tuple[int, ...]  # gene indices
     key: Callable[..., str]  # gene *values* of the factors -> table key
-    active: Callable[[np.ndarray], np.ndarray] | None = None  # genomes -> bool mask; None: always
+    active: tuple[int, int] | None = None  # (gene, min choice index); None: always present
     ordered: tuple[tuple[int, int], ...] = ()  # (i, j): value of factor i <= value of factor j
+
+    def present(self, genomes: np.ndarray) -> np.ndarray:
+        if self.active is None:
+            return np.ones(len(genomes), dtype=bool)
+        return genomes[:, self.active[0]] >= self.active[1]
 
 
 class SearchSpace:

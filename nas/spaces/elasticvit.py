@@ -315,16 +315,13 @@ class ElasticViTSpace(SearchSpace):
         table = {r: [(int(a[0]), int(b[0])) for a, b in self.grids(np.array([r]), grid_rounding)]
                  for r in self.resolutions}
 
-        def depth_at_least(gd: int, layer: int, depths: tuple[int, ...]):
-            need = int(np.searchsorted(depths, layer + 1))  # first depth index with depth > layer
-            return lambda g: g[:, gd] >= need
-
         slots = [LatencySlot((0, self.g_width[0]), lambda r, c: f"firstconv_{r}_3_{c}_2_3")]
         for bi, b in enumerate(self.blocks):
             gw, gd = self.g_width[bi], self.g_depth[bi]
             gin = self.g_width[bi - 1] if bi else self.g_width[0]
             for layer in range(b.max_depth):
-                active = None if layer < b.depths[0] else depth_at_least(gd, layer, b.depths)
+                # present when depth > layer: the first depth choice index with depth > layer
+                active = None if layer < b.depths[0] else (gd, int(np.searchsorted(b.depths, layer + 1)))
                 if b.kind == "conv":
                     ge, gk = self.g_micro[bi]["expand"][layer], self.g_micro[bi]["kernel"][layer]
                     se = "se" if b.se else "nose"

@@ -1,0 +1,75 @@
+"""Latency-table prediction throughput (architectures per second) on one core.
+
+    python benchmarks/bench_latency.py [--device pixel6]
+
+Prints: table load + compile time; vectorised prediction throughput at several batch sizes;
+one-architecture-at-a-time throughput for comparison; and the cost of sampling and canonicalising
+the genomes themselves. Pinned to one core.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+
+import numpy as np  # noqa: E402
+
+from nas.latency import load_table  # noqa: E402
+from nas.latency.table import _CACHE  # noqa: E402
+from nas.spaces import get_space  # noqa: E402
+
+
+def best_of(fn, repeat=3):
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--device", default="pixel6")
+    p.add_argument("--space", default="elasticvit")
+    a = p.parse_args()
+    space = get_space(a.space)
+    t = time.perf_counter()
+    table = load_table(a.device, space, check=False)
+    t_load = time.perf_counter() - t
+    t = time.perf_counter()
+    table.missing_keys(space)  # compiles the dense per-block arrays
+    t_compile = time.perf_counter() - t
+    print(f"space {space.name}, device {a.device}: {len(table.ms)} table entries, "
+          f"{len(table.compiled(space).slots)} blocks per architecture (max)")
+    print(f"load {t_load * 1e3:.0f} ms, compile + exact coverage check {t_compile * 1e3:.0f} ms")
+    _CACHE.clear()
+
+    rng = np.random.default_rng(0)
+    big = space.sample(rng, 1_000_000)
+    print(f"\n{'batch':>10} {'predict':>12} {'archs/s':>14}")
+    for n in (1_000, 10_000, 100_000, 1_000_000):
+        g = big[:n]
+        s = best_of(lambda: table.predict(space, g))
+        print(f"{n:>10,} {s * 1e3:>10.1f}ms {n / s:>14,.0f}")
+    one = big[:2000]
+    s = best_of(lambda: [table.predict(space, one[i:i + 1]) for i in range(len(one))], repeat=1)
+    print(f"{'1 at a time':>10} {s / len(one) * 1e6:>10.1f}us {len(one) / s:>14,.0f}")
+
+    n = 100_000
+    x = space.sample_vectors(rng, n)
+    s_vec = best_of(lambda: space.sample_vectors(rng, n))
+    s_gen = best_of(lambda: space.to_genomes(x))
+    g = space.to_genomes(x)
+    s_ids = best_of(lambda: space.ids(g), repeat=1)
+    s_cost = best_of(lambda: space.cost(g))
+    print(f"\nper 100,000 architectures: sample vectors {s_vec * 1e3:.0f} ms, vectors -> canonical genomes "
+          f"{s_gen * 1e3:.0f} ms, ids {s_ids * 1e3:.0f} ms, MACs + params {s_cost * 1e3:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
