@@ -115,3 +115,21 @@ def test_help_has_examples():
     for cmd in ["search", "resume", "latency", "spaces", "devices"]:
         r = nas_cli(cmd, "--help")
         assert r.returncode == 0 and "examples:" in r.stdout
+
+
+def test_table_missing_keys_is_one_line_and_writes_nothing(tmp_path):
+    import shutil
+
+    from nas.latency.table import table_path
+    from nas.spaces import get_space
+
+    dev = tmp_path / "halfphone"
+    shutil.copytree(table_path("pixel6", get_space("elasticvit")).parent, dev)
+    csv = dev / "elasticvit.csv"
+    csv.write_text("".join(ln for ln in csv.read_text().splitlines(keepends=True) if not ln.startswith("transattn_4_")))
+    meta = dev / "elasticvit.toml"
+    meta.write_text("".join(ln for ln in meta.read_text().splitlines(keepends=True) if not ln.startswith("sha256")))
+    r = nas_cli("search", "--space", "elasticvit", "--device", str(dev), "--out", str(tmp_path / "run"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "lacks" in r.stderr and "transattn_4_" in r.stderr
+    assert not (tmp_path / "run").exists()

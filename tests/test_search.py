@@ -49,10 +49,15 @@ def test_strategy_front_is_nondominated_feasible_and_complete(tmp_path, strategy
     assert {r["arch_id"] for r in rows} == expected
 
 
-def test_same_seed_same_csv_other_seed_other_csv(tmp_path):
-    a = run_search(tmp_path / "a", strategy="nsga2", budget=400, objectives="latency,max:params")
-    b = run_search(tmp_path / "b", strategy="nsga2", budget=400, objectives="latency,max:params")
-    c = run_search(tmp_path / "c", strategy="nsga2", budget=400, objectives="latency,max:params", seed=1)
+def test_budget_500_seed_0_front_is_valid_and_reproducible(tmp_path):
+    kw = dict(strategy="nsga2", budget=500, seed=0, objectives="latency,max:params", max_latency=20.0, max_macs=600)
+    a = run_search(tmp_path / "a", **kw)
+    b = run_search(tmp_path / "b", **kw)
+    c = run_search(tmp_path / "c", **{**kw, "seed": 1})
+    rows = read_csv(a / "pareto.csv")
+    assert len(rows) > 10
+    assert_front(rows, ["latency_pixel6_ms", "params_m"], [1, -1])
+    assert all(float(r["latency_pixel6_ms"]) <= 20 and float(r["macs_m"]) <= 600 for r in rows)
     assert (a / "pareto.csv").read_bytes() == (b / "pareto.csv").read_bytes()
     ids = [[json.loads(ln)["id"] for ln in (r / "evals.jsonl").read_text().splitlines()] for r in (a, b, c)]
     assert ids[0] == ids[1] and ids[0] != ids[2]

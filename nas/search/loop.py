@@ -21,6 +21,7 @@ from nas.errors import UserError
 from nas.latency import load_table
 from nas.objectives import Constraint, Evaluator, Objective, latency_column, parse_objectives
 from nas.runlog import FAILED, OK, SKIPPED, RunLog
+from nas.runners import LocalRunner
 from nas.search.base import Problem, make_searcher, strategy_names
 from nas.spaces import SearchSpace, get_space
 
@@ -180,18 +181,20 @@ def _evaluate(session: Session, log: RunLog, genomes: np.ndarray, ids: list[str]
     viol = np.zeros(len(todo), dtype=bool)
     for c in session.constraints:
         viol |= values[:, log.col[c.column]] > c.upper
-    for i in range(len(todo)):
-        status, error, t = (SKIPPED if viol[i] else OK), None, time.perf_counter()
-        if not viol[i]:
-            try:
-                for c, v in ev.expensive(g[i]).items():
-                    values[i, log.col[c]] = v
-            except Exception as e:  # a failing architecture is a row, not a crashed search
-                status, error = FAILED, f"{type(e).__name__}: {e}"
-        log.append([batch_ids[i]], g[i:i + 1], values[i:i + 1], np.array([status], dtype=np.int8), [error],
-                   [per + time.perf_counter() - t])
+
+    def log_one(i: int, status: int, error: str | None, seconds: float) -> None:
+        log.append([batch_ids[i]], g[i:i + 1], values[i:i + 1], np.array([status], dtype=np.int8), [error], [seconds])
         if bar is not None:
             bar.update(1)
+
+    for i in np.flatnonzero(viol):
+        log_one(int(i), SKIPPED, None, per)
+    score = np.flatnonzero(~viol)
+    for r in LocalRunner(ev).imap(g[score]):
+        i = int(score[r.index])
+        for c, v in r.values.items():
+            values[i, log.col[c]] = v
+        log_one(i, FAILED if r.error else OK, r.error, per + r.seconds)
 
 
 def _row_fields(session: Session, log: RunLog):
