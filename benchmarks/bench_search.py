@@ -42,7 +42,7 @@ def run_one(strategy: str, budget: int, out: Path) -> dict:
         cfg = SearchConfig(space="elasticvit", devices=("pixel6", "pixel4"), objectives="latency:pixel6,max:params",
                            strategy=strategy, budget=budget, population=100, seed=0, max_latency=25.0)
         session = prepare(cfg)
-        run_dir = new_run_dir(session.cfg, out)
+        run_dir = new_run_dir(session.cfg, out, session.label)
         t = time.perf_counter()
         res = run(session, run_dir, progress=False, plot=False)
         wall = time.perf_counter() - t

@@ -15,7 +15,7 @@ EXAMPLES = {
     "search": """examples:
   nas search --space elasticvit --device pixel6
   nas search --space elasticvit --device pixel6,pixel4 --objectives naswot,latency --budget 500
-  nas search --space elasticvit --device pixel6 --objectives latency,macs --max-latency 20 --budget 100000
+  nas search --space elasticvit --device pixel6 --objectives latency,max:params --max-latency 20 --budget 100000
   nas search --space my_space.toml --device ./my_tables/ --strategy optuna-tpe --seed 3 --json""",
     "resume": """examples:
   nas resume runs/20261124-elasticvit-pixel6-a1b2c3
@@ -110,39 +110,43 @@ def _devices(text: str | None) -> tuple[str, ...]:
 
 
 def cmd_search(a: argparse.Namespace) -> str | None:
-    from nas.runs import new_run_dir
+    from nas.runs import locked, new_run_dir
     from nas.search.loop import prepare
 
     cfg = SearchConfig(space=a.space, devices=_devices(a.device), objectives=a.objectives or DEFAULT_OBJECTIVES,
                        strategy=a.strategy, budget=a.budget, population=a.population, seed=a.seed,
                        max_latency=a.max_latency, max_macs=a.max_macs, max_params=a.max_params, threads=a.threads)
     session = prepare(cfg)  # every input check happens before anything is written
-    run_dir = new_run_dir(session.cfg, a.out)
-    return _run(session, run_dir, a)
+    run_dir = new_run_dir(session.cfg, a.out, session.label)
+    with locked(run_dir):
+        return _run(session, run_dir, a)
 
 
 def cmd_resume(a: argparse.Namespace) -> str | None:
-    from nas.runs import write_atomic
+    from nas.runs import locked, write_atomic
     from nas.search.loop import prepare
 
     if not a.run_dir.is_dir():
         raise UserError(f"{a.run_dir} is not a directory")
-    cfg = SearchConfig.from_toml(a.run_dir / "config.toml")
-    if a.budget is not None:
-        cfg = cfg.with_(budget=a.budget)
-    session = prepare(cfg)
-    if a.budget is not None:
-        write_atomic(a.run_dir / "config.toml", session.cfg.to_toml())
-    return _run(session, a.run_dir, a)
+    with locked(a.run_dir):
+        cfg = SearchConfig.from_toml(a.run_dir / "config.toml")
+        if a.budget is not None:
+            log = a.run_dir / "evals.jsonl"
+            done = log.read_bytes().count(b"\n") if log.exists() else 0
+            if a.budget < done:
+                raise UserError(f"--budget {a.budget} is below the {done} evaluations already in {log}")
+            cfg = cfg.with_(budget=a.budget)
+        session = prepare(cfg)
+        if a.budget is not None:
+            write_atomic(a.run_dir / "config.toml", session.cfg.to_toml())
+        return _run(session, a.run_dir, a)
 
 
 def _run(session, run_dir: Path, a: argparse.Namespace) -> str | None:
-    from nas.runs import locked
     from nas.search.loop import run
 
     print(f"run directory: {run_dir}  (if interrupted: nas resume {run_dir})", file=sys.stderr)
-    with locked(run_dir):
-        result = run(session, run_dir, progress=not a.no_progress)
+    result = run(session, run_dir, progress=not a.no_progress)
     if a.json:
         return json.dumps(result.summary(), indent=2)
     lines = [f"evaluated {result.evaluated} architectures in {result.seconds:.1f}s ({result.failed} failed)",

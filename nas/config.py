@@ -37,8 +37,10 @@ class SearchConfig:
     def validate(self) -> "SearchConfig":
         if self.budget <= 0:
             raise UserError(f"--budget must be a positive number of evaluations, got {self.budget}")
-        if self.population < 2:
-            raise UserError(f"--population must be at least 2, got {self.population}")
+        if not 2 <= self.population <= 100_000:
+            raise UserError(f"--population must be between 2 and 100000, got {self.population}")
+        if not 0 <= self.seed < 2**32:
+            raise UserError(f"--seed must be between 0 and 2**32 - 1, got {self.seed}")
         if self.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.threads}")
         if not self.devices:

@@ -29,12 +29,12 @@ _CODES = {v: k for k, v in STATUS.items()}
 
 class RunLog:
     def __init__(self, path: Path, columns: Sequence[str], objectives: Sequence[Objective],
-                 constraints: Sequence[Constraint], n_genes: int):
+                 constraints: Sequence[Constraint], gene_sizes: np.ndarray):
         self.path = Path(path)
         self.columns = list(columns)
         self.col = {c: i for i, c in enumerate(self.columns)}
         self.objectives, self.constraints = list(objectives), list(constraints)
-        self.n_genes = n_genes
+        self.gene_sizes = np.asarray(gene_sizes)
         self.index: dict[str, int] = {}
         self._values = np.empty((1024, len(self.columns)))
         self._status = np.empty(1024, dtype=np.int8)
@@ -57,13 +57,15 @@ class RunLog:
                     break  # the tail of an interrupted write
                 try:
                     rec = json.loads(raw)
-                    genome = np.asarray(rec["genome"], dtype=GENOME_DTYPE)
-                    if genome.shape != (self.n_genes,):
-                        raise ValueError(f"genome has {genome.size} genes, the space has {self.n_genes}")
+                    genome = np.asarray(rec["genome"], dtype=np.int64)
+                    if genome.shape != self.gene_sizes.shape:
+                        raise ValueError(f"genome has {genome.size} genes, the space has {self.gene_sizes.size}")
+                    if np.any((genome < 0) | (genome >= self.gene_sizes)):
+                        raise ValueError("genome has a choice index outside its gene")
                     values = [_num(rec.get(c)) for c in self.columns]
                     code = _CODES[rec["status"]]
                     ident = rec["id"]
-                except (ValueError, KeyError, TypeError) as e:
+                except (ValueError, KeyError, TypeError, OverflowError) as e:
                     if not f.peek(1):  # a torn last line: drop it
                         break
                     raise UserError(f"{self.path}:{lineno}: corrupt evaluation record ({e}); "
@@ -172,15 +174,14 @@ class RunLog:
                           for r in new_front}
         self.front = new_front
 
-    def write_pareto(self, path: Path, row_fields: Callable[[int, np.ndarray, str], dict]) -> int:
-        """Rewrite pareto.csv atomically; ``row_fields(row, genome, id)`` gives the non-metric columns."""
+    def write_pareto(self, path: Path, header: Sequence[str], row_fields: Callable[[int, np.ndarray, str], dict]) -> int:
+        """Rewrite pareto.csv atomically; ``row_fields(row, genome, id)`` gives a row's columns."""
         rows = self.front
         records = [row_fields(int(r), self.front_genomes[int(r)], self.front_ids[int(r)]) for r in rows]
         if records:
             sort_col = next((c for c in self.columns if c.startswith("latency_")), self.objectives[0].column)
             order = sorted(range(len(rows)), key=lambda i: (records[i][sort_col], records[i]["arch_id"]))
             records = [records[i] for i in order]
-        header = list(records[0]) if records else ["arch_id"]
         tmp = path.with_name(path.name + ".tmp")
         with tmp.open("w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=header, lineterminator="\n")

@@ -14,16 +14,20 @@ from nas.config import SearchConfig
 from nas.errors import UserError
 
 
-def new_run_dir(cfg: SearchConfig, out: Path | None, root: Path = Path("runs")) -> Path:
+def new_run_dir(cfg: SearchConfig, out: Path | None, label: str, root: Path = Path("runs")) -> Path:
+    """Create the run directory and its config.toml; ``label`` is ``<space>-<devices>``."""
     if out is not None:
-        if out.exists() and any(out.iterdir()):
-            raise UserError(f"--out {out} exists and is not empty; resume it with `nas resume {out}` or choose another")
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UserError(f"--out {out} exists and is not an empty directory; resume a run with "
+                            f"`nas resume {out}` or choose another")
         path = out
     else:
-        space = Path(cfg.space).stem
-        path = root / f"{_dt.date.today():%Y%m%d}-{space}-{'+'.join(cfg.devices)}-{secrets.token_hex(3)}"
-    path.mkdir(parents=True, exist_ok=True)
-    write_atomic(path / "config.toml", cfg.to_toml())
+        path = root / f"{_dt.date.today():%Y%m%d}-{label}-{secrets.token_hex(3)}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        write_atomic(path / "config.toml", cfg.to_toml())
+    except OSError as e:
+        raise UserError(f"cannot create run directory {path}: {e.strerror}") from None
     return path
 
 

@@ -39,7 +39,7 @@ def run_search(out: Path, **overrides):
     fields = dict(space="elasticvit", devices=("pixel6",), objectives="latency,max:params", budget=300, population=20, seed=0)
     fields.update(overrides)
     session = prepare(SearchConfig(**fields))
-    run_dir = new_run_dir(session.cfg, out)
+    run_dir = new_run_dir(session.cfg, out, session.label)
     run(session, run_dir, progress=False, plot=False)
     return run_dir
 

@@ -98,7 +98,7 @@ def test_out_dir_that_is_not_empty_is_refused(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "x").write_text("keep me")
     r = nas_cli("search", "--space", "elasticvit", "--device", "pixel6", "--out", str(tmp_path / "run"))
-    assert r.returncode == 2 and "not empty" in r.stderr
+    assert r.returncode == 2 and "not an empty directory" in r.stderr
 
 
 def test_spaces_and_devices_listings():
@@ -133,3 +133,61 @@ def test_table_missing_keys_is_one_line_and_writes_nothing(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "lacks" in r.stderr and "transattn_4_" in r.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seed", "-1"], "--seed must be between 0 and 2**32 - 1"),
+    (["--seed", str(2**33), "--strategy", "optuna-tpe"], "--seed must be between"),
+    (["--population", "100000000"], "--population must be between 2 and 100000"),
+])
+def test_bad_search_numbers(tmp_path, args, message):
+    r = nas_cli("search", "--space", "elasticvit", "--device", "pixel6", *args, cwd=tmp_path)
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_out_paths(tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    r = nas_cli("search", "--space", "elasticvit", "--device", "pixel6", "--out", str(f))
+    assert r.returncode == 2 and "not an empty directory" in r.stderr
+    r = nas_cli("search", "--space", "elasticvit", "--device", "pixel6", "--out", "/proc/nope/run")
+    assert r.returncode == 2 and "cannot create run directory" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_encoding_with_wrong_types():
+    enc = [128, [16, 24, 32, 64, 96, 176, 272], [1, 2, 3, 1, 1, 1, 1], ["1", 3, 3, 3, 3, 3], [3, 3, 3, 3, 3, 3],
+           [2, 2, 3, 4], [4, 6, 11, 17], [1, 1, 1, 1], [1, 1, 1, 1], [2, 2, 2, 2]]
+    r = nas_cli("latency", "--space", "elasticvit", "--arch", json.dumps(enc))
+    assert r.returncode == 2 and "conv_ratio must hold integers" in r.stderr
+    enc[3][0], enc[2][1] = 1, 1.5
+    r = nas_cli("latency", "--space", "elasticvit", "--arch", json.dumps(enc))
+    assert r.returncode == 2 and "depths must hold integers, got 1.5" in r.stderr
+
+
+def test_resume_guards(tmp_path):
+    from conftest import run_search
+    from nas.runs import locked
+
+    run = run_search(tmp_path / "r", budget=60)
+    r = nas_cli("resume", str(run), "--budget", "30")
+    assert r.returncode == 2 and "below the 60 evaluations already" in r.stderr
+    cfg = (run / "config.toml").read_text()
+    with locked(run):  # another process is writing this run
+        r = nas_cli("resume", str(run), "--budget", "500")
+    assert r.returncode == 2 and "being written by another nas process" in r.stderr
+    assert (run / "config.toml").read_text() == cfg
+
+
+def test_relative_space_path_resumes_from_elsewhere(tmp_path):
+    from nas.spaces import get_space
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mine.toml").write_text(get_space("elasticvit").path.read_text().replace('name = "elasticvit"', 'name = "mine"'))
+    r = nas_cli("search", "--space", "mine.toml", "--device", "pixel6", "--objectives", "latency,max:params",
+                "--budget", "50", "--out", "run", "--no-progress", cwd=work)
+    assert r.returncode == 0, r.stderr
+    r = nas_cli("resume", str(work / "run"), "--budget", "80", "--no-progress", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["evaluated"] == 80

@@ -134,3 +134,46 @@ def test_problem_fresh_masks_known_and_repeated(space):
     p = Problem(tuple(v.name for v in space.vars), space.var_sizes, 2, 0, space.sample_vectors,
                 identify=lambda v: space.ids(space.to_genomes(v)), is_known=lambda i: np.array([j == ids[1] for j in i]))
     assert p.fresh(x).tolist() == [True, False, True, True, False]
+
+
+def tiny_space(tmp_path, space) -> str:
+    """A 64-architecture corner of ElasticViT, small enough to exhaust."""
+    text = space.path.read_text().split("[presets]")[0]
+    subs = [("name = \"elasticvit\"", "name = \"tiny\""), ("resolutions = [128, 160, 176, 192, 224, 256]", "resolutions = [128]"),
+            ("width = [16, 24]\ndepth = [1, 2]\nkernel = [3, 5]", "width = [16]\ndepth = [1, 1]\nkernel = [3]")]
+    for a, b in subs:
+        assert a in text
+        text = text.replace(a, b)
+    stages = text.split("[[stages]]")
+    fixed = {1: ("[2, 2]", "[16, 16, 8]"), 2: ("[2, 2]", "[16, 16, 8]"), 3: ("[1, 1]", "[48, 64, 16]"),
+             4: ("[1, 1]", "[80, 80, 16]"), 5: ("[1, 1]", "[144, 144, 16]"), 6: ("[1, 1]", "[160, 160, 16]")}
+    for i, (depth, width) in fixed.items():
+        lines = []
+        for ln in stages[i].splitlines():
+            key = ln.split("=")[0].strip()
+            value = {"depth": depth, "width": width, "expand": "[3]", "mlp": "[2, 3]", "v_scale": "[2]",
+                     "kernel": "[3, 5]" if i == 1 else "[3]"}.get(key)
+            lines.append(f"{key} = {value}" if value else ln)
+        stages[i] = "\n".join(lines) + "\n"
+    p = tmp_path / "tiny.toml"
+    p.write_text("[[stages]]".join(stages))
+    return str(p)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_exhausting_a_small_space_stops_cleanly(tmp_path, space, strategy, capsys):
+    from nas.spaces import get_space
+
+    path = tiny_space(tmp_path, space)
+    assert get_space(path).size() == 64
+    run = run_search(tmp_path / "r", space=path, strategy=strategy, budget=1000, population=8)
+    ids = [json.loads(ln)["id"] for ln in (run / "evals.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) <= 64
+    assert "proposed only evaluated architectures" in capsys.readouterr().err
+    assert read_csv(run / "pareto.csv")
+
+
+def test_empty_front_keeps_the_csv_schema(tmp_path):
+    full = run_search(tmp_path / "a", budget=40)
+    empty = run_search(tmp_path / "b", budget=40, max_latency=0.5)
+    assert (empty / "pareto.csv").read_text().splitlines() == [(full / "pareto.csv").read_text().splitlines()[0]]

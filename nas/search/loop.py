@@ -7,7 +7,6 @@ final front equals an uninterrupted run's.
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -22,15 +21,37 @@ from nas.latency import load_table
 from nas.objectives import Constraint, Evaluator, Objective, latency_column, parse_objectives
 from nas.runlog import FAILED, OK, SKIPPED, RunLog
 from nas.runners import LocalRunner
-from nas.search.base import Problem, make_searcher, strategy_names
+from nas.search.base import Problem, Searcher, make_searcher
 from nas.spaces import SearchSpace, get_space
 
 BIG = 1e12  # what a searcher is told for a failed or unmeasured objective
 STALL_BATCHES = 100  # stop when this many asks in a row bring nothing new
 
 
+class History:
+    """What the strategy has witnessed: the run log and how far into it the (re)play has come.
+
+    ``seen`` counts the evaluations the strategy has been shown in this pass. In a fresh run it
+    equals ``log.n``; in a resumed run the strategy replays from its seed, and log rows with index
+    >= seen are results it is about to "discover" (answered from the log, never recomputed)."""
+
+    def __init__(self, space: SearchSpace):
+        self.space, self.log, self.seen = space, None, 0
+
+    def identify(self, x: np.ndarray) -> list[str]:
+        return self.space.ids(self.space.to_genomes(x))
+
+    def is_known(self, ids: list[str]) -> np.ndarray:
+        if self.log is None:
+            return np.zeros(len(ids), dtype=bool)
+        index, seen = self.log.index, self.seen
+        return np.array([index.get(i, seen) < seen for i in ids], dtype=bool)
+
+
 @dataclass
 class Session:
+    """A prepared search: every input checked, the strategy built; ``run`` it once."""
+
     cfg: SearchConfig
     space: SearchSpace
     tables: list
@@ -38,6 +59,13 @@ class Session:
     objectives: list[Objective]
     constraints: list[Constraint]
     problem: Problem
+    history: History
+    searcher: Searcher
+
+    @property
+    def label(self) -> str:
+        """``<space>-<devices>`` for run directory names."""
+        return f"{self.space.name}-{'+'.join(t.device for t in self.tables)}"
 
 
 def prepare(cfg: SearchConfig) -> Session:
@@ -49,9 +77,9 @@ def prepare(cfg: SearchConfig) -> Session:
         raise UserError(f"--device lists a device twice: {','.join(cfg.devices)}")
     tables = [load_table(d, space) for d in cfg.devices]
     devices = [t.device for t in tables]
+    if len(set(devices)) != len(devices):
+        raise UserError(f"--device lists device {next(d for d in devices if devices.count(d) > 1)!r} twice")
     objectives, proxy = parse_objectives(cfg.objectives, devices, proxy_names())
-    if len(objectives) < 1:
-        raise UserError("no objectives")
     constraints = []
     if cfg.max_latency is not None:
         constraints += [Constraint(latency_column(d), cfg.max_latency, "--max-latency") for d in devices]
@@ -59,20 +87,25 @@ def prepare(cfg: SearchConfig) -> Session:
         constraints.append(Constraint("macs_m", cfg.max_macs, "--max-macs"))
     if cfg.max_params is not None:
         constraints.append(Constraint("params_m", cfg.max_params, "--max-params"))
-    if cfg.strategy not in strategy_names():
-        from nas.registry import did_you_mean
-
-        raise did_you_mean(cfg.strategy, strategy_names(), "strategy")
     evaluator = Evaluator(space, tables, proxy, seed=cfg.seed, threads=cfg.threads)
+    history = History(space)
     problem = Problem(tuple(v.name for v in space.vars), space.var_sizes, len(objectives), len(constraints),
-                      space.sample_vectors)
+                      space.sample_vectors, identify=history.identify, is_known=history.is_known)
+    searcher = make_searcher(cfg.strategy, problem, seed=cfg.seed, population=cfg.population)
     fingerprints = {"space": space.fingerprint, **{f"table.{t.device}": t.version for t in tables}}
     if cfg.fingerprints and cfg.fingerprints != fingerprints:
         changed = sorted(k for k in set(cfg.fingerprints) | set(fingerprints) if cfg.fingerprints.get(k) != fingerprints.get(k))
         raise UserError(f"cannot resume: {', '.join(changed)} changed since the run started "
                         f"(was {[cfg.fingerprints.get(k) for k in changed]}, now {[fingerprints.get(k) for k in changed]}); "
                         "start a new run")
-    return Session(cfg.with_(fingerprints=fingerprints), space, tables, evaluator, objectives, constraints, problem)
+    # paths are stored absolute so that `nas resume` works from any directory
+    cfg = cfg.with_(space=_absolute(cfg.space), devices=tuple(_absolute(d) for d in cfg.devices), fingerprints=fingerprints)
+    return Session(cfg, space, tables, evaluator, objectives, constraints, problem, history, searcher)
+
+
+def _absolute(name: str) -> str:
+    p = Path(name)
+    return str(p.resolve()) if ("/" in name or name.endswith(".toml")) and p.exists() else name
 
 
 @dataclass
@@ -95,55 +128,46 @@ class SearchResult:
 
 def run(session: Session, run_dir: Path, *, progress: bool = True, plot: bool = True,
         pareto_every_s: float = 2.0) -> SearchResult:
-    """Search until ``budget`` distinct architectures are evaluated (or the strategy stalls).
-
-    ``seen`` counts the evaluations the strategy has witnessed in this pass. In a fresh run it
-    equals ``log.n``; in a resumed run the strategy replays from the seed, and log rows with
-    index >= seen are results it is about to "discover": they are answered from the log."""
-    cfg, space = session.cfg, session.space
+    """Search until ``budget`` distinct architectures are evaluated (or the strategy stalls)."""
+    cfg, space, history, searcher = session.cfg, session.space, session.history, session.searcher
+    if history.log is not None:
+        raise RuntimeError("a Session runs once; prepare a new one")
     t0 = time.perf_counter()
     log = RunLog(run_dir / "evals.jsonl", session.evaluator.columns, session.objectives, session.constraints,
-                 space.n_genes)
-    seen = 0
-
-    def identify(x: np.ndarray) -> list[str]:
-        return space.ids(space.to_genomes(x))
-
-    def is_known(ids: list[str]) -> np.ndarray:
-        return np.array([log.index.get(i, seen) < seen for i in ids], dtype=bool)
-
-    problem = dataclasses.replace(session.problem, identify=identify, is_known=is_known)
-    searcher = make_searcher(cfg.strategy, problem, seed=cfg.seed, population=cfg.population)
+                 space.gene_sizes)
+    history.log = log
     bar = _progress(cfg.budget, min(log.n, cfg.budget), progress)
     pareto = run_dir / "pareto.csv"
     last_write, stall, stalled = time.perf_counter(), 0, False
     try:
-        while seen < cfg.budget:
+        while history.seen < cfg.budget:
             x = searcher.ask()
             genomes = space.to_genomes(x)
             ids = space.ids(genomes)
-            fresh = [i for i in np.flatnonzero(problem.fresh(x))]  # new to the strategy, in order
-            room = cfg.budget - seen
+            fresh = list(np.flatnonzero(session.problem.fresh(x)))  # new to the strategy, in order
+            room = cfg.budget - history.seen
             take = fresh[:room]
             todo = [i for i in take if ids[i] not in log.index]
             if todo:
                 _evaluate(session, log, genomes, ids, todo, bar)
-            seen += len(take)
+            history.seen += len(take)
             if len(fresh) > room:
                 break  # the budget ends inside this batch: nothing left to tell
             stall = 0 if take else stall + 1
             if stall >= STALL_BATCHES:
                 stalled = True
                 print(f"warning: {STALL_BATCHES} batches in a row proposed only evaluated architectures; "
-                      f"stopping at {seen} of {cfg.budget} evaluations", file=sys.stderr)
+                      f"stopping at {history.seen} of {cfg.budget} evaluations", file=sys.stderr)
                 break
+            if len(x) == 0:
+                continue
             rows = log.rows(ids)
             f = log.minimised(rows)
             f[~np.isfinite(f)] = BIG
             f[log.status[rows] == FAILED] = BIG
             searcher.tell(x, f, log.violations(rows))
             if todo and time.perf_counter() - last_write > pareto_every_s:
-                log.write_pareto(pareto, _row_fields(session, log))
+                log.write_pareto(pareto, *_row_fields(session, log))
                 last_write = time.perf_counter()
             if bar is not None:
                 bar.set_postfix(front=len(log.front), refresh=False)
@@ -151,7 +175,7 @@ def run(session: Session, run_dir: Path, *, progress: bool = True, plot: bool = 
         if bar is not None:
             bar.close()
         log.close()
-    n_front = log.write_pareto(pareto, _row_fields(session, log))
+    n_front = log.write_pareto(pareto, *_row_fields(session, log))
     png = None
     if plot:
         from nas.report import plot_front
@@ -197,7 +221,8 @@ def _evaluate(session: Session, log: RunLog, genomes: np.ndarray, ids: list[str]
         log_one(i, FAILED if r.error else OK, r.error, per + r.seconds)
 
 
-def _row_fields(session: Session, log: RunLog):
+def _row_fields(session: Session, log: RunLog) -> tuple[list[str], Any]:
+    """The pareto.csv header (the same whether or not the front is empty) and the row builder."""
     space, ev = session.space, session.evaluator
     devices = ";".join(t.device for t in session.tables)
     versions = ";".join(t.version for t in session.tables)
@@ -216,7 +241,9 @@ def _row_fields(session: Session, log: RunLog):
         rec.update(space.decode(space.arch(genome)))
         return rec
 
-    return fields
+    header = ["arch_id", *obj_cols, *other, "accuracy_estimate", "device", "table_version", "space",
+              *space.decode(space.smallest())]
+    return header, fields
 
 
 def _title(session: Session) -> str:

@@ -1,8 +1,15 @@
 """NSGA-II from pymoo (Deb et al. 2002) behind ask/tell.
 
 Integer variables use pymoo's SBX crossover and polynomial mutation on the ordinal choice index
-with rounding repair (every gene's choices are listed in increasing order, so neighbouring
-indices are similar networks). The first population is drawn by the space's own sampler.
+with rounding repair, with the wide distribution indices (eta = 3) of pymoo's own integer example
+(every gene's choices are listed in increasing order, so neighbouring indices are similar
+networks). The first population is drawn by the space's own sampler.
+
+Mating retries at most ``MATING_TRIES`` times to fill a generation with new architectures (pymoo's
+default, 100, makes a converged run spend most of its time re-discovering known ones). When it
+finds none at all, pymoo ends its run (``ask`` returns None); we re-open it with a batch of fresh
+random architectures drawn from the algorithm's own random state, so the search goes on,
+deterministically, until the budget or the loop's stall rule stops it.
 """
 from __future__ import annotations
 
@@ -17,6 +24,9 @@ from pymoo.operators.mutation.pm import PM
 from pymoo.operators.repair.rounding import RoundingRepair
 
 from nas.search.base import STRATEGIES, Problem
+
+
+MATING_TRIES = 10
 
 
 class _SpaceSampling(Sampling):
@@ -53,16 +63,23 @@ class PymooNSGA2:
         self.algorithm = NSGA2(
             pop_size=population,
             sampling=_SpaceSampling(problem),
-            crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
-            mutation=PM(eta=20, vtype=float, repair=RoundingRepair()),
+            crossover=SBX(prob=1.0, eta=3.0, vtype=float, repair=RoundingRepair()),
+            mutation=PM(prob=1.0, eta=3.0, vtype=float, repair=RoundingRepair()),
             eliminate_duplicates=_ArchDuplicates(problem) if problem.identify else True,
         )
+        self.algorithm.mating.n_max_iterations = MATING_TRIES
         self.algorithm.setup(self.moo, termination=("n_gen", 10**9), seed=seed, verbose=False)
+        self.population = population
         self._pending: Population | None = None
 
     def ask(self) -> np.ndarray:
-        self._pending = self.algorithm.ask()
-        return np.rint(self._pending.get("X")).astype(np.int64)
+        pop = self.algorithm.ask()
+        if pop is None:  # no new offspring: re-open the run with fresh random architectures
+            self.algorithm.termination.force_termination = False
+            x = self.problem.sample(self.algorithm.random_state, self.population)
+            pop = Population.new(X=x.astype(float))
+        self._pending = pop
+        return np.rint(pop.get("X")).astype(np.int64)
 
     def tell(self, x: np.ndarray, f: np.ndarray, g: np.ndarray) -> None:
         pop = self._pending

@@ -122,6 +122,10 @@ class SearchSpace:
         return len(self.genes)
 
     @functools.cached_property
+    def gene_sizes(self) -> np.ndarray:
+        return np.array([g.size for g in self.genes], dtype=np.int64)
+
+    @functools.cached_property
     def var_sizes(self) -> np.ndarray:
         return np.array([v.size for v in self.vars], dtype=np.int64)
 

@@ -377,7 +377,19 @@ class ElasticViTSpace(SearchSpace):
         if not isinstance(enc, (list, tuple)) or len(enc) != 10:
             raise bad("expected the 10-item ElasticViT encoding [res, channels, depths, conv_ratio, kernel, "
                       "mlp_ratio, num_heads, window, qk_scale, v_scale]")
+        def ints(name, v):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise bad(f"{name} must hold integers, got {v!r}")
+            return v
+
         res, channels, depths, conv_ratio, kernel, mlp, heads, window, qk, vs = enc
+        ints("res", res)
+        for name, lst in zip(("channels", "depths", "conv_ratio", "kernel", "mlp_ratio", "num_heads", "window",
+                              "qk_scale", "v_scale"), enc[1:]):
+            if not isinstance(lst, (list, tuple)):
+                raise bad(f"{name} must be a list, got {lst!r}")
+            for v in lst:
+                ints(name, v)
         nb = len(self.blocks)
         if not isinstance(channels, (list, tuple)) or len(channels) != nb:
             raise bad(f"channels must list {nb} widths (stem + {nb - 1} stages), got {channels!r}")
