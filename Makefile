@@ -4,12 +4,20 @@ BIN := $(VENV)/bin
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE := disabled
 
-.PHONY: search test bench clean-runs
+.PHONY: search test bench clean-runs fashion-mnist
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/pip install -e '.[dev]'
+	@$(MAKE) --no-print-directory fashion-mnist
 	touch $@
+
+# Fashion-MNIST for supernet training and its tests: Debian's package, where apt is available.
+fashion-mnist:
+	@test -d /usr/share/datasets/fashion-mnist \
+	  || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+	       && apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; } \
+	  || echo "note: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist); training tests will be skipped"
 
 search: $(VENV)/.installed
 	$(BIN)/nas search --space elasticvit --device pixel6
@@ -20,6 +28,7 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_latency.py
 	$(BIN)/python benchmarks/bench_search.py
+	$(BIN)/python benchmarks/bench_supernet.py
 
 clean-runs:
 	rm -rf runs/2*

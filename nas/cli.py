@@ -8,15 +8,22 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from nas.config import DEFAULT_OBJECTIVES, SearchConfig
+from nas.config import DEFAULT_OBJECTIVES, SearchConfig, default_objectives
 from nas.errors import UserError
+from nas.train.config import TrainConfig
 
 EXAMPLES = {
     "search": """examples:
   nas search --space elasticvit --device pixel6
   nas search --space elasticvit --device pixel6,pixel4 --objectives naswot,latency --budget 500
   nas search --space elasticvit --device pixel6 --objectives latency,max:params --max-latency 20 --budget 100000
-  nas search --space my_space.toml --device ./my_tables/ --strategy optuna-tpe --seed 3 --json""",
+  nas search --space my_space.toml --device ./my_tables/ --strategy optuna-tpe --seed 3 --json
+  nas search --space elasticvit-tiny --supernet runs/<train run>/ --objectives accuracy,macs --budget 100""",
+    "train": """examples:
+  nas train --space elasticvit-tiny --data fashion-mnist --steps 600 --batch-size 64
+  nas train --space elasticvit-tiny --data fashion-mnist:/data/fmnist --sampler elasticvit --epochs 2
+  nas train --space elasticvit-tiny --data cifar10:/data/cifar-10-batches-py --sampler sandwich --ema 0.999 --epochs 5
+  nas train --resume runs/20261124-train-elasticvit-tiny-fashion-mnist-1a2b3c""",
     "resume": """examples:
   nas resume runs/20261124-elasticvit-pixel6-a1b2c3
   nas resume runs/20261124-elasticvit-pixel6-a1b2c3 --budget 1000   # extend a finished run""",
@@ -50,10 +57,12 @@ def _parser() -> argparse.ArgumentParser:
 
     s = cmd("search", "search a space for the Pareto front of accuracy estimate vs. latency/cost")
     s.add_argument("--space", required=True, help="space name (see `nas spaces`) or path to a space TOML")
-    s.add_argument("--device", required=True, help="device(s) with latency tables, comma-separated (see `nas devices`)")
+    s.add_argument("--device", help="device(s) with latency tables, comma-separated (see `nas devices`)")
     s.add_argument("--objectives", default=None,
-                   help="comma-separated: latency, latency:<device>, macs, params, or a proxy such as naswot "
-                        f"(default: {DEFAULT_OBJECTIVES})")
+                   help="comma-separated: latency, latency:<device>, macs, params, accuracy (needs --supernet), "
+                        f"or a proxy such as naswot (default: {DEFAULT_OBJECTIVES}; accuracy,latency with "
+                        "--supernet; macs instead of latency without --device)")
+    s.add_argument("--supernet", metavar="CKPT", help="a `nas train` checkpoint or run directory: accuracy comes from it")
     s.add_argument("--strategy", default=SearchConfig.strategy, help="nsga2 (pymoo), optuna-nsga2, optuna-tpe, evolution, random")
     s.add_argument("--budget", type=int, default=SearchConfig.budget,
                    help=f"architectures to evaluate (default {SearchConfig.budget}: minutes on 2 cores with naswot)")
@@ -68,6 +77,33 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, help="run directory (default runs/<date>-<space>-<device>-<id>)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+
+    t = cmd("train", "train a weight-sharing supernet on real data")
+    t.add_argument("--space", help="space name or TOML path (its family must have a supernet)")
+    t.add_argument("--data", help="fashion-mnist[:DIR], cifar10:DIR or cifar100:DIR")
+    t.add_argument("--sampler", default=TrainConfig.sampler, help="uniform, sandwich (default), complexity, elasticvit")
+    n = t.add_mutually_exclusive_group()
+    n.add_argument("--steps", type=int, help="optimiser steps")
+    n.add_argument("--epochs", type=float, help="epochs over the training split")
+    t.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    t.add_argument("--lr", type=float, default=TrainConfig.lr, help=f"peak AdamW learning rate (default {TrainConfig.lr})")
+    t.add_argument("--subnets", type=int, help="subnets per step (default: 4; 2 for uniform)")
+    t.add_argument("--alpha-div", action=argparse.BooleanOptionalAction, default=None,
+                   help="in-place distillation with alpha-divergence (default: on for complexity/elasticvit)")
+    t.add_argument("--teacher", action="append", default=[], metavar="NAME:CKPT",
+                   help="timm model and its checkpoint; repeat for an ensemble (their mean replaces the labels)")
+    t.add_argument("--ema", type=float, metavar="DECAY", help="keep an EMA of the weights; evaluation uses it")
+    t.add_argument("--agc", type=float, metavar="FACTOR", help="adaptive gradient clipping (ElasticViT: 0.1)")
+    t.add_argument("--accumulate", type=int, default=1, help="micro-batches per optimiser step")
+    t.add_argument("--heldout", type=int, default=TrainConfig.heldout, help="training images held out for search")
+    t.add_argument("--eval-every", type=int, help="steps between evaluations (default: each epoch and the end)")
+    t.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    t.add_argument("--out", type=Path, help="run directory (default runs/<date>-train-<space>-<data>-<id>)")
+    t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a training run from its checkpoint")
+    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--json", action="store_true")
 
     r = cmd("resume", "continue an interrupted search without recomputing finished evaluations")
     r.add_argument("run_dir", type=Path)
@@ -113,9 +149,12 @@ def cmd_search(a: argparse.Namespace) -> str | None:
     from nas.runs import locked, new_run_dir
     from nas.search.loop import prepare
 
-    cfg = SearchConfig(space=a.space, devices=_devices(a.device), objectives=a.objectives or DEFAULT_OBJECTIVES,
+    devices = _devices(a.device)
+    cfg = SearchConfig(space=a.space, devices=devices,
+                       objectives=a.objectives or default_objectives(a.supernet is not None, bool(devices)),
                        strategy=a.strategy, budget=a.budget, population=a.population, seed=a.seed,
-                       max_latency=a.max_latency, max_macs=a.max_macs, max_params=a.max_params, threads=a.threads)
+                       max_latency=a.max_latency, max_macs=a.max_macs, max_params=a.max_params, threads=a.threads,
+                       supernet=a.supernet)
     session = prepare(cfg)  # every input check happens before anything is written
     run_dir = new_run_dir(session.cfg, a.out, session.label)
     with locked(run_dir):
@@ -153,6 +192,46 @@ def _run(session, run_dir: Path, a: argparse.Namespace) -> str | None:
              f"Pareto front: {result.front} architectures -> {result.pareto_csv}"]
     if result.plot:
         lines.append(f"plot: {result.plot}")
+    return "\n".join(lines)
+
+
+def cmd_train(a: argparse.Namespace) -> str | None:
+    from nas.runs import locked, new_run_dir
+    from nas.train.trainer import CHECKPOINT, Trainer
+
+    if a.resume is not None:
+        if not a.resume.is_dir():
+            raise UserError(f"--resume {a.resume} is not a directory")
+        out = a.resume
+        with locked(out):
+            cfg = TrainConfig.from_toml(out / "config.toml")
+            trainer = Trainer(cfg, out, progress=not a.no_progress)
+            if (out / CHECKPOINT).exists():
+                trainer.load(out / CHECKPOINT)
+            print(f"resuming {out} at step {trainer.step} of {trainer.total}", file=sys.stderr)
+            result = trainer.run()
+    else:
+        if not a.space or not a.data:
+            raise UserError("nas train needs --space and --data (or --resume RUN_DIR)")
+        if a.steps is None and a.epochs is None:
+            raise UserError("give --steps or --epochs")
+        cfg = TrainConfig(space=a.space, data=a.data, sampler=a.sampler, subnets=a.subnets, steps=a.steps,
+                          epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, alpha_div=a.alpha_div,
+                          teachers=tuple(a.teacher), ema=a.ema, agc=a.agc, accumulate=a.accumulate, heldout=a.heldout,
+                          eval_every=a.eval_every, checkpoint_every=a.checkpoint_every, seed=a.seed, threads=a.threads)
+        trainer = Trainer(cfg, Path("."), progress=not a.no_progress)  # checks everything before writing
+        out = new_run_dir(trainer.cfg, a.out, f"train-{trainer.space.name}-{a.data.split(':')[0]}")
+        trainer.out = out
+        print(f"run directory: {out}  (if interrupted: nas train --resume {out})", file=sys.stderr)
+        with locked(out):
+            result = trainer.run()
+    if a.json:
+        return json.dumps(result, indent=2)
+    skipped = f" ({result['skipped_steps']} skipped: non-finite loss)" if result["skipped_steps"] else ""
+    lines = [f"trained {result['step']}/{result['total']} steps in {result['seconds']:.0f}s{skipped}; "
+             f"checkpoint: {result['checkpoint']}"]
+    for e in result["evaluation"]:
+        lines.append(f"  {e['role']:9s} {e['macs_m']:7.2f} M MACs  {e['resolution']:4d} px  held-out accuracy {100 * e['accuracy']:.2f} %")
     return "\n".join(lines)
 
 
@@ -254,8 +333,8 @@ def cmd_devices(a: argparse.Namespace) -> str:
                      f"{'':10s} {r['version']}  licence: {r['licence']}" for r in rows)
 
 
-COMMANDS = {"search": cmd_search, "resume": cmd_resume, "latency": cmd_latency, "spaces": cmd_spaces,
-            "devices": cmd_devices}
+COMMANDS = {"search": cmd_search, "resume": cmd_resume, "train": cmd_train, "latency": cmd_latency,
+            "spaces": cmd_spaces, "devices": cmd_devices}
 
 if __name__ == "__main__":
     main()

@@ -19,10 +19,15 @@ from nas.errors import UserError
 DEFAULT_OBJECTIVES = "naswot,latency"
 
 
+def default_objectives(supernet: bool, devices: bool) -> str:
+    """naswot,latency; with a trained supernet accuracy,latency; without devices MACs stand in."""
+    return f"{'accuracy' if supernet else 'naswot'},{'latency' if devices else 'macs'}"
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     space: str
-    devices: tuple[str, ...]
+    devices: tuple[str, ...] = ()
     objectives: str = DEFAULT_OBJECTIVES
     strategy: str = "nsga2"
     budget: int = 160
@@ -32,6 +37,7 @@ class SearchConfig:
     max_macs: float | None = None  # millions
     max_params: float | None = None  # millions
     threads: int = 2  # torch threads for proxy evaluation; fixed so scores are reproducible
+    supernet: str | None = None  # a `nas train` checkpoint: accuracy comes from it
     fingerprints: dict = field(default_factory=dict)  # filled by the search: space + table versions
 
     def validate(self) -> "SearchConfig":
@@ -43,8 +49,6 @@ class SearchConfig:
             raise UserError(f"--seed must be between 0 and 2**32 - 1, got {self.seed}")
         if self.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.threads}")
-        if not self.devices:
-            raise UserError("give at least one --device")
         for flag, v in (("--max-latency", self.max_latency), ("--max-macs", self.max_macs), ("--max-params", self.max_params)):
             if v is not None and not v > 0:
                 raise UserError(f"{flag} must be positive, got {v}")
@@ -67,7 +71,7 @@ class SearchConfig:
         if unknown:
             raise UserError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}")
         try:
-            data["devices"] = tuple(data["devices"])
+            data["devices"] = tuple(data.get("devices", ()))
             return cls(**data).validate()
         except (KeyError, TypeError) as e:
             raise UserError(f"{path}: incomplete search configuration ({e})") from None

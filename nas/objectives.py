@@ -7,9 +7,8 @@ per architecture, only for architectures that pass the cheap constraints.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -47,11 +46,14 @@ COST_COLUMNS = {"macs": ("macs_m", "MACs (M)"), "params": ("params_m", "paramete
 PROXY_PREFIX = "proxy:"
 
 
-def parse_objectives(spec: str, devices: Sequence[str], proxies: Sequence[str]) -> tuple[list[Objective], str | None]:
-    """``"naswot,latency"`` -> objectives; returns them and the proxy name (if any).
+def parse_objectives(spec: str, devices: Sequence[str], proxies: Sequence[str],
+                     supernet: bool = False) -> tuple[list[Objective], str | None]:
+    """``"naswot,latency"`` -> objectives; returns them and the accuracy estimate used: a proxy
+    name, "supernet", or None.
 
     Tokens: ``latency`` (one objective per device), ``latency:<device>``, ``macs``, ``params``,
-    ``<proxy>`` or ``proxy:<proxy>`` (maximised). At most one proxy: it is the accuracy estimate.
+    ``<proxy>`` or ``proxy:<proxy>`` (maximised), ``accuracy`` (held-out accuracy from the
+    ``--supernet``, maximised). One accuracy estimate per search.
     ``max:`` or ``min:`` in front of a token overrides its direction: ``latency,max:params`` asks
     for the most capacity at each latency (parameter count is itself a training-free proxy)."""
     objectives: list[Objective] = []
@@ -59,6 +61,9 @@ def parse_objectives(spec: str, devices: Sequence[str], proxies: Sequence[str]) 
     tokens = [t.strip() for t in spec.split(",") if t.strip()]
     if not tokens:
         raise UserError("--objectives is empty; give e.g. 'naswot,latency'")
+    if not devices and any(t.split(":")[-1] == "latency" or t.startswith(("latency", "max:latency", "min:latency"))
+                           for t in tokens):
+        raise UserError("a latency objective needs --device (see `nas devices`)")
     for tok in tokens:
         goal = None
         if tok.startswith(("max:", "min:")):
@@ -74,10 +79,18 @@ def parse_objectives(spec: str, devices: Sequence[str], proxies: Sequence[str]) 
         elif tok in COST_COLUMNS:
             col, label = COST_COLUMNS[tok]
             objectives.append(Objective(col, "min", label))
+        elif tok == "accuracy":
+            if not supernet:
+                raise UserError("objective 'accuracy' needs a trained supernet: add --supernet CHECKPOINT "
+                                "(or use a training-free proxy such as naswot)")
+            if proxy is not None:
+                raise UserError(f"objectives {proxy!r} and 'accuracy': use one accuracy estimate per search")
+            proxy = "supernet"
+            objectives.append(Objective("accuracy", "max", "supernet accuracy (held-out)"))
         else:
             name = tok[len(PROXY_PREFIX):] if tok.startswith(PROXY_PREFIX) else tok
             if name not in proxies:
-                raise did_you_mean(tok, ["latency", *COST_COLUMNS, *proxies], "objective")
+                raise did_you_mean(tok, ["latency", *COST_COLUMNS, "accuracy", *proxies], "objective")
             if proxy is not None and proxy != name:
                 raise UserError(f"objectives {proxy!r} and {name!r}: use one accuracy estimate per search")
             proxy = name
@@ -94,29 +107,25 @@ def parse_objectives(spec: str, devices: Sequence[str], proxies: Sequence[str]) 
 class Evaluator:
     """Computes every metric column for a batch of canonical genomes.
 
-    ``cheap(genomes)`` is vectorised (tables and cost models); ``expensive(arch)`` handles one
-    architecture (a proxy on a freshly initialised model) and is what runners parallelise.
+    ``cheap(genomes)`` is vectorised (tables and cost models); ``expensive(genome)`` scores one
+    architecture with the accuracy estimate (a proxy or a supernet, see scorers.py) and is what
+    runners parallelise.
     """
 
-    def __init__(self, space: SearchSpace, tables: Sequence[Any], proxy: str | None = None,
-                 seed: int = 0, threads: int = 1):
-        self.space, self.tables, self.proxy, self.seed, self.threads = space, list(tables), proxy, seed, threads
-        self._proxy_fn: Callable | None = None
-        self._batch = None
+    def __init__(self, space: SearchSpace, tables: Sequence[Any], scorer=None):
+        self.space, self.tables, self.scorer = space, list(tables), scorer
 
     @property
     def columns(self) -> list[str]:
         cols = ["macs_m", "params_m"] + [latency_column(t.device) for t in self.tables]
-        return cols + ([f"proxy_{self.proxy}"] if self.proxy else [])
+        return cols + self.expensive_columns
 
     @property
     def expensive_columns(self) -> list[str]:
-        return [f"proxy_{self.proxy}"] if self.proxy else []
+        return [self.scorer.column] if self.scorer else []
 
     def accuracy_estimate(self) -> str:
-        if not self.proxy:
-            return "none"
-        return f"proxy:{self.proxy} (untrained weights, init seed {self.seed}, 20 ImageNet samples at 224 px)"
+        return self.scorer.describe() if self.scorer else "none"
 
     def cheap(self, genomes: np.ndarray) -> dict[str, np.ndarray]:
         cost = self.space.cost(genomes)
@@ -126,40 +135,4 @@ class Evaluator:
         return out
 
     def expensive(self, genome: np.ndarray) -> dict[str, float]:
-        if not self.proxy:
-            return {}
-        import torch
-
-        from nas.proxies import get_proxy
-        from nas.proxies.batch import imagenet_samples
-
-        if self._proxy_fn is None:
-            torch.set_num_threads(self.threads)
-            _keep_freed_memory()
-            self._proxy_fn = get_proxy(self.proxy)
-            self._batch = imagenet_samples()
-        torch.manual_seed(self.seed)
-        model = self.space.build(self.space.arch(genome))
-        images, labels = self._batch
-        score = float(self._proxy_fn(model, images, labels))
-        if math.isnan(score):
-            raise ValueError(f"proxy {self.proxy} returned NaN")
-        return {f"proxy_{self.proxy}": score}
-
-
-def _keep_freed_memory() -> None:
-    """Ask glibc to keep freed activation buffers instead of unmapping them.
-
-    Every proxy evaluation builds a new model and runs large activations through it; by default
-    glibc returns those buffers to the OS and page-faults fresh ones in on the next forward
-    (measured here: 4.4 M page faults and 8 s of system time per 10 ElasticViT archs, -30 % wall
-    time once disabled). No effect where libc is not glibc."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve buffers up to 1 GiB from the heap
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: do not give the heap back eagerly
-    except (OSError, AttributeError):
-        pass
+        return self.scorer(genome) if self.scorer else {}

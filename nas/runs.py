@@ -10,12 +10,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from nas.config import SearchConfig
 from nas.errors import UserError
 
 
-def new_run_dir(cfg: SearchConfig, out: Path | None, label: str, root: Path = Path("runs")) -> Path:
-    """Create the run directory and its config.toml; ``label`` is ``<space>-<devices>``."""
+def new_run_dir(cfg, out: Path | None, label: str, root: Path = Path("runs")) -> Path:
+    """Create the run directory and its config.toml (``cfg.to_toml()``); ``label`` names it."""
     if out is not None:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise UserError(f"--out {out} exists and is not an empty directory; resume a run with "

@@ -7,7 +7,7 @@ import torch
 
 from conftest import run_search
 from nas.errors import UserError
-from nas.objectives import Evaluator
+from nas.scorers import ProxyScorer
 from nas.proxies import PROXIES, get_proxy, proxy_names
 from nas.proxies.batch import imagenet_samples
 
@@ -20,12 +20,12 @@ def test_shipped_batch_is_real_imagenet():
 
 
 def test_naswot_is_deterministic_and_separates_architectures(space):
-    ev = Evaluator(space, [], "naswot", seed=0, threads=1)
+    score = ProxyScorer(space, "naswot", seed=0, threads=1)
     g = space.genomes([space.presets()["elastic_T1"], space.presets()["elastic_S2"]])
-    a = [ev.expensive(row)["proxy_naswot"] for row in g]
-    assert a == [ev.expensive(row)["proxy_naswot"] for row in g]
+    a = [score(row)["proxy_naswot"] for row in g]
+    assert a == [score(row)["proxy_naswot"] for row in g]
     assert a[0] != a[1] and all(np.isfinite(a))
-    assert Evaluator(space, [], "naswot", seed=1, threads=1).expensive(g[0])["proxy_naswot"] != a[0]
+    assert ProxyScorer(space, "naswot", seed=1, threads=1)(g[0])["proxy_naswot"] != a[0]
 
 
 def test_naswot_definition_on_a_relu_net():

@@ -21,6 +21,7 @@ from nas.latency import load_table
 from nas.objectives import Constraint, Evaluator, Objective, latency_column, parse_objectives
 from nas.runlog import FAILED, OK, SKIPPED, RunLog
 from nas.runners import LocalRunner
+from nas.scorers import ProxyScorer, SupernetScorer
 from nas.search.base import Problem, Searcher, make_searcher
 from nas.spaces import SearchSpace, get_space
 
@@ -65,7 +66,7 @@ class Session:
     @property
     def label(self) -> str:
         """``<space>-<devices>`` for run directory names."""
-        return f"{self.space.name}-{'+'.join(t.device for t in self.tables)}"
+        return f"{self.space.name}-{'+'.join(t.device for t in self.tables) or 'nodevice'}"
 
 
 def prepare(cfg: SearchConfig) -> Session:
@@ -79,7 +80,11 @@ def prepare(cfg: SearchConfig) -> Session:
     devices = [t.device for t in tables]
     if len(set(devices)) != len(devices):
         raise UserError(f"--device lists device {next(d for d in devices if devices.count(d) > 1)!r} twice")
-    objectives, proxy = parse_objectives(cfg.objectives, devices, proxy_names())
+    objectives, estimate = parse_objectives(cfg.objectives, devices, proxy_names(), supernet=cfg.supernet is not None)
+    if cfg.supernet is not None and estimate != "supernet":
+        raise UserError("--supernet is given but no objective uses it: add 'accuracy' to --objectives")
+    if cfg.max_latency is not None and not devices:
+        raise UserError("--max-latency needs --device")
     constraints = []
     if cfg.max_latency is not None:
         constraints += [Constraint(latency_column(d), cfg.max_latency, "--max-latency") for d in devices]
@@ -87,19 +92,28 @@ def prepare(cfg: SearchConfig) -> Session:
         constraints.append(Constraint("macs_m", cfg.max_macs, "--max-macs"))
     if cfg.max_params is not None:
         constraints.append(Constraint("params_m", cfg.max_params, "--max-params"))
-    evaluator = Evaluator(space, tables, proxy, seed=cfg.seed, threads=cfg.threads)
+    scorer = None
+    if estimate == "supernet":
+        scorer = SupernetScorer(space, cfg.supernet, cfg.threads)
+        scorer.check()
+    elif estimate is not None:
+        scorer = ProxyScorer(space, estimate, cfg.seed, cfg.threads)
+    evaluator = Evaluator(space, tables, scorer)
     history = History(space)
     problem = Problem(tuple(v.name for v in space.vars), space.var_sizes, len(objectives), len(constraints),
                       space.sample_vectors, identify=history.identify, is_known=history.is_known)
     searcher = make_searcher(cfg.strategy, problem, seed=cfg.seed, population=cfg.population)
     fingerprints = {"space": space.fingerprint, **{f"table.{t.device}": t.version for t in tables}}
+    if isinstance(scorer, SupernetScorer):
+        fingerprints["supernet"] = scorer.fingerprint
     if cfg.fingerprints and cfg.fingerprints != fingerprints:
         changed = sorted(k for k in set(cfg.fingerprints) | set(fingerprints) if cfg.fingerprints.get(k) != fingerprints.get(k))
         raise UserError(f"cannot resume: {', '.join(changed)} changed since the run started "
                         f"(was {[cfg.fingerprints.get(k) for k in changed]}, now {[fingerprints.get(k) for k in changed]}); "
                         "start a new run")
     # paths are stored absolute so that `nas resume` works from any directory
-    cfg = cfg.with_(space=_absolute(cfg.space), devices=tuple(_absolute(d) for d in cfg.devices), fingerprints=fingerprints)
+    cfg = cfg.with_(space=_absolute(cfg.space), devices=tuple(_absolute(d) for d in cfg.devices), fingerprints=fingerprints,
+                    supernet=str(scorer.path) if isinstance(scorer, SupernetScorer) else None)
     return Session(cfg, space, tables, evaluator, objectives, constraints, problem, history, searcher)
 
 

@@ -116,6 +116,10 @@ class SearchSpace:
     def build(self, arch: Arch) -> "nn.Module":
         raise NotImplementedError(f"space family {self.family!r} cannot build models")
 
+    def build_supernet(self):
+        """The weight-sharing supernet of this space (``nas.elastic.Supernet``), or None."""
+        return None
+
     # ---- generic machinery ----------------------------------------------------------------
     @property
     def n_genes(self) -> int:

@@ -119,11 +119,39 @@ class ElasticViTSpace(SearchSpace):
                 raise doc.error("stages", f"{b.name} cannot be at least as wide as {prev.name} (max {b.widths[-1]} < {prev.widths[-1]})")
         self.blocks = tuple(blocks)
         self._build_genes()
-        canon = json.dumps({k: v for k, v in d.items() if k not in ("presets", "description", "source")}, sort_keys=True)
+        # the fingerprint covers what gives genomes their meaning, not presets, prose or training recipes
+        canon = json.dumps({k: v for k, v in d.items() if k not in ("presets", "description", "source", "train")},
+                           sort_keys=True)
         self.fingerprint = hashlib.blake2b(canon.encode(), digest_size=8).hexdigest()
         self._preset_specs = doc.get(d, "presets", "presets", dict, {})
         self._presets: dict[str, Arch] | None = None
         self._doc = doc
+
+    @functools.cached_property
+    def train_recipe(self) -> dict:
+        """The optional ``[train]`` table: supernet-training settings tied to this space (read on
+        first use, so a mistake there never blocks a search)."""
+        doc = self._doc
+        t = doc.get(doc.data, "train", "train", dict, {})
+        out: dict[str, Any] = {}
+        num = (int, float)
+        if "levels" in t:
+            levels = doc.get(t, "levels", "train.levels", list)
+            if not levels or not all(isinstance(v, num) and not isinstance(v, bool) for v in levels) or levels != sorted(levels):
+                raise doc.error("train.levels", "expected an increasing list of M MACs")
+            out["levels"] = [float(v) for v in levels]
+        for key, kind in (("level_window", num), ("bank_size", int), ("big_bank_size", int), ("big_bank_from", num),
+                          ("explore", int), ("bank_rate", num), ("bank_rate_inc", num), ("bank_rate_every", int)):
+            if key in t:
+                out[key] = doc.get(t, key, f"train.{key}", kind)
+        mins = doc.get(t, "min_archs", "train.min_archs", dict, {})
+        out["min_archs"] = {}
+        for key, enc in mins.items():
+            try:
+                out["min_archs"][float(key)] = self.from_encoding(enc, what=f"min arch {key}")
+            except (UserError, ValueError) as e:
+                raise doc.error(f"train.min_archs.{key}", str(e)) from None
+        return out
 
     # ---- genes and search vector -----------------------------------------------------------
     def _build_genes(self) -> None:
@@ -463,6 +491,11 @@ class ElasticViTSpace(SearchSpace):
         from nas.nets.elasticvit import ElasticViTNet
 
         return ElasticViTNet.from_arch(self, arch)
+
+    def build_supernet(self):
+        from nas.elastic.elasticvit import ElasticViTSupernet
+
+        return ElasticViTSupernet(self)
 
 
 def _mbconv(cin, cout, expand, kernel, se: bool, stride: int, rout):

@@ -1,0 +1,1 @@
+"""Supernet training: samplers, losses, BN recalibration, the trainer."""

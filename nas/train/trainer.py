@@ -1,0 +1,396 @@
+"""The one supernet trainer, generic over spaces (anything whose space builds a ``Supernet``).
+
+A step: draw subnets from the sampler, run each on the same batch, accumulate their losses'
+gradients (labels, teachers, or in-place distillation from the largest / the mean of the level
+subnets, soft CE or alpha-divergence), then one AdamW step under a warm-up + cosine schedule
+(timm), optional adaptive gradient clipping and EMA. Every randomness is keyed by (seed, step),
+and the data order by (seed, epoch), so a run resumed from a checkpoint reproduces the
+uninterrupted run bit for bit on the same machine.
+
+Run directory: config.toml, checkpoint.pt (atomic; model, EMA, optimiser, schedule, sampler and
+its banks, RNG states), steps.csv (one row per trained subnet), evals.csv (held-out accuracy of
+the smallest, largest and fixed random subnets after BN recalibration), train.png.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nas.arch import Arch
+from nas.data import Data, load_data, random_crop_flip
+from nas.errors import UserError
+from nas.spaces import get_space
+from nas.train.bn import accuracy, recalibrate_bn
+from nas.train.config import TrainConfig
+from nas.train.losses import alpha_divergence, soft_cross_entropy
+from nas.train.samplers import Pick, make_sampler
+
+CHECKPOINT = "checkpoint.pt"
+STEP_FIELDS = ["step", "epoch", "lr", "level", "banks", "role", "arch_id", "macs_m", "loss", "skipped"]
+EVAL_FIELDS = ["step", "epoch", "role", "arch_id", "macs_m", "resolution", "accuracy", "loss", "seconds"]
+
+
+class TrainingError(UserError):
+    """The run cannot go on (e.g. losses stayed non-finite); the last checkpoint is intact."""
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, out: Path, *, progress: bool = True):
+        self.cfg = cfg = cfg.resolved().validate()
+        self.out, self.progress = Path(out), progress
+        torch.set_num_threads(cfg.threads)
+        self.space = get_space(cfg.space)
+        self.data: Data = load_data(cfg.data, heldout=cfg.heldout, seed=cfg.seed)
+        if self.data.num_classes != self.space.num_classes:
+            raise UserError(f"space {self.space.name!r} has a {self.space.num_classes}-class head but "
+                            f"{cfg.data} has {self.data.num_classes} classes")
+        self.world, self.rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+        self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+        torch.manual_seed(cfg.seed)
+        supernet = self.space.build_supernet()
+        if supernet is None:
+            raise UserError(f"space {self.space.name!r} has no supernet to train")
+        self.supernet = supernet.to(self.device)
+        self.model: nn.Module = self.supernet
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            self.model = nn.parallel.DistributedDataParallel(self.supernet, find_unused_parameters=True)
+        self.batches_per_epoch = len(self.data.train) // (cfg.batch_size * self.world)
+        self.steps_per_epoch = max(1, self.batches_per_epoch // cfg.accumulate)
+        self.total = cfg.steps if cfg.steps is not None else math.ceil(cfg.epochs * self.steps_per_epoch)
+        self.optimizer = torch.optim.AdamW(_param_groups(self.supernet, cfg.weight_decay), lr=cfg.lr)
+        from timm.scheduler import CosineLRScheduler
+
+        warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, self.total // 20)
+        self.scheduler = CosineLRScheduler(self.optimizer, t_initial=self.total, lr_min=cfg.min_lr, warmup_t=warmup,
+                                           warmup_lr_init=cfg.lr * 0.01, t_in_epochs=False)
+        self.ema = None
+        if cfg.ema is not None:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.supernet, decay=cfg.ema)
+        self.sampler = make_sampler(cfg.sampler, self.space, np.random.default_rng(cfg.seed), cfg.subnets)
+        self.teachers = [_load_teacher(t, self.data.num_classes).to(self.device) for t in cfg.teachers]
+        self.use_amp = self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp and not torch.cuda.is_bf16_supported() else None
+        rng = np.random.default_rng([cfg.seed, 1])
+        self.eval_archs = [("smallest", self.space.smallest()), ("largest", self.space.largest())] + [
+            ("random", self.space.arch(g)) for g in self.space.sample(rng, cfg.eval_random)]
+        self.step, self.bad_steps, self.skipped = 0, 0, 0
+        self.last_eval: list[dict] = []
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": 1, "step": self.step, "config": self.cfg.to_toml(),
+            "space": self.space.name, "space_fingerprint": self.space.fingerprint,
+            "data": {"spec": self.cfg.data, "heldout": self.cfg.heldout, "seed": self.cfg.seed},
+            "model": self.supernet.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "sampler": self.sampler.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
+            "bad_steps": self.bad_steps, "skipped": self.skipped, "last_eval": self.last_eval,
+        }
+
+    def save(self) -> None:
+        if self.rank != 0:
+            return
+        path = self.out / CHECKPOINT
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("wb") as f:
+            torch.save(self.state(), f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+
+    def load(self, path: Path) -> None:
+        ck = torch.load(path, map_location=self.device, weights_only=False)
+        if ck.get("space_fingerprint") != self.space.fingerprint:
+            raise UserError(f"{path} was trained on a different definition of space {self.space.name!r}")
+        self.supernet.load_state_dict(ck["model"])
+        if self.ema is not None and ck["ema"] is not None:
+            self.ema.load_state_dict(ck["ema"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        self.sampler.load_state_dict(ck["sampler"])
+        if self.scaler is not None and ck["scaler"] is not None:
+            self.scaler.load_state_dict(ck["scaler"])
+        self.step, self.bad_steps, self.skipped = ck["step"], ck["bad_steps"], ck["skipped"]
+        self.last_eval = ck["last_eval"]
+        for name, fields in (("steps.csv", STEP_FIELDS), ("evals.csv", EVAL_FIELDS)):
+            _truncate_log(self.out / name, self.step)  # rows after the checkpoint are redone
+
+    # ---- one step -----------------------------------------------------------------------------
+    def _batch(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return next(self.data.raw_batches(self.data.train, self.cfg.batch_size, shuffle_seed=[self.cfg.seed, epoch],
+                                          start=index, shard=(self.rank, self.world)))
+
+    def _forward(self, pick: Pick, x: torch.Tensor) -> torch.Tensor:
+        self.supernet.set_active(pick.arch)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16 if self.scaler is None else torch.float16,
+                            enabled=self.use_amp):
+            return self.model(x)
+
+    def train_step(self, epoch: int) -> list[dict]:
+        cfg, step = self.cfg, self.step
+        picks = self.sampler.sample(epoch)
+        info = self.sampler.info()
+        rows: dict[int, dict] = {}
+        finite = True
+        self.model.train()
+        for micro in range(cfg.accumulate):
+            index = (step % self.steps_per_epoch) * cfg.accumulate + micro
+            raw, y = self._batch(epoch, index)
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 64 + micro)
+            torch.manual_seed(cfg.seed * 1_000_003 + step * 64 + micro)  # dropout
+            x = self.data.normalise(random_crop_flip(raw, pad=max(1, raw.shape[-1] // 8), generator=gen)).to(self.device)
+            y = y.to(self.device)
+            teacher = self._teacher_probs(x) if self.teachers else None
+            largest, level = None, []
+            for i, pick in enumerate(picks):
+                logits = self._forward(pick, x).float()
+                if pick.target == "label":
+                    loss = soft_cross_entropy(logits, teacher) if teacher is not None else \
+                        F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                else:
+                    target = largest if pick.target == "largest" else torch.stack(level).mean(0)
+                    loss = alpha_divergence(logits, target) if cfg.alpha_div else soft_cross_entropy(logits, target)
+                finite &= bool(torch.isfinite(loss))
+                if finite:
+                    scaled = loss / (len(picks) * cfg.accumulate)
+                    (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+                probs = F.softmax(logits.detach(), -1)
+                if pick.role == "largest":
+                    largest = probs
+                elif pick.role in ("level", "bank", "random"):
+                    level.append(probs)
+                ce = F.cross_entropy(logits.detach(), y)
+                if self.world > 1:
+                    import torch.distributed as dist
+
+                    dist.all_reduce(ce)
+                    ce /= self.world
+                if micro == 0:
+                    self.sampler.observe(pick, -float(ce))
+                row = rows.setdefault(i, {"role": pick.role, "arch_id": pick.arch.id, "loss": 0.0,
+                                          "macs_m": float(self.space.cost(np.asarray([pick.arch.genome]))["macs"][0]) / 1e6})
+                row["loss"] += float(loss.detach()) / cfg.accumulate
+        if finite and self.scaler is None:  # an overflow in backward must not reach the weights either
+            grads = [p.grad for p in self.supernet.parameters() if p.grad is not None]
+            finite = bool(torch.isfinite(torch.stack([g.abs().max() for g in grads])).all()) if grads else True
+        if finite:
+            self.bad_steps = 0
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
+            if cfg.agc:
+                from timm.utils import adaptive_clip_grad
+
+                adaptive_clip_grad(self.supernet.parameters(), clip_factor=cfg.agc)
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.supernet, step=step + 1)
+        else:
+            self.bad_steps += 1
+            self.skipped += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.step += 1
+        self.scheduler.step_update(self.step)
+        return [{"step": self.step, "epoch": epoch, "lr": lr, "level": info.get("level", ""), "banks": info.get("banks", ""),
+                 **r, "skipped": int(not finite)} for r in rows.values()]
+
+    def _teacher_probs(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.stack([F.softmax(t(x).float() / self.cfg.teacher_temperature, -1) for t in self.teachers]).mean(0)
+
+    def _score(self, x: torch.Tensor, y: torch.Tensor):
+        """-CE of a subnet on a batch, without gradients: what memory banks are ranked by."""
+        def score(arch: Arch) -> float:
+            with torch.no_grad():
+                self.supernet.set_active(arch)
+                ce = F.cross_entropy(self.supernet(x).float(), y)
+            if self.world > 1:
+                import torch.distributed as dist
+
+                dist.all_reduce(ce)
+                ce /= self.world
+            return -float(ce)
+        return score
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    def evaluate(self) -> list[dict]:
+        """Held-out accuracy of the smallest, largest and fixed random subnets, each after BN
+        recalibration, on a copy of the (EMA) supernet so training state is untouched."""
+        model = copy.deepcopy(self.ema.module if self.ema is not None else self.supernet)
+        rows = []
+        for role, arch in self.eval_archs:
+            t = time.perf_counter()
+            acc, loss = evaluate_subnet(model, arch, self.data, self.cfg.bn_batches, self.cfg.batch_size, self.device)
+            v = self.space.values(np.asarray([arch.genome]))
+            rows.append({"step": self.step, "epoch": (self.step - 1) // self.steps_per_epoch, "role": role,
+                         "arch_id": arch.id, "macs_m": float(self.space.cost(np.asarray([arch.genome]))["macs"][0]) / 1e6,
+                         "resolution": int(v["res"][0]), "accuracy": acc, "loss": loss,
+                         "seconds": round(time.perf_counter() - t, 2)})
+        self.last_eval = rows
+        return rows
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def run(self, *, stop_at: int | None = None) -> dict:
+        cfg = self.cfg
+        bar = None
+        if self.progress and self.rank == 0:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.total, initial=self.step, unit="step", desc="train", dynamic_ncols=True, file=sys.stderr)
+        steps_log = _CsvLog(self.out / "steps.csv", STEP_FIELDS) if self.rank == 0 else None
+        evals_log = _CsvLog(self.out / "evals.csv", EVAL_FIELDS) if self.rank == 0 else None
+        eval_every = cfg.eval_every or self.steps_per_epoch
+        t0 = time.perf_counter()
+        try:
+            while self.step < self.total and (stop_at is None or self.step < stop_at):
+                epoch, pos = divmod(self.step, self.steps_per_epoch)
+                if hasattr(self.sampler, "banks") and (pos == 0 or pos % max(1, self.steps_per_epoch // 4) == 0):
+                    raw, y = self._batch(epoch, pos * cfg.accumulate)
+                    self.sampler.rescore(self._score(self.data.normalise(raw).to(self.device), y.to(self.device)),
+                                         full=pos == 0)
+                rows = self.train_step(epoch)
+                if steps_log:
+                    steps_log.write(rows)
+                if self.bad_steps >= cfg.max_bad_steps:
+                    raise TrainingError(
+                        f"the loss was not finite for {self.bad_steps} steps in a row (step {self.step}); stopped. "
+                        f"The last good checkpoint is {self.out / CHECKPOINT}; lower --lr or set --agc, then "
+                        f"`nas train --resume {self.out}`")
+                if self.step % self.steps_per_epoch == 0 and self.step < self.total:
+                    self.sampler.end_epoch()
+                if (self.step % eval_every == 0 or self.step == self.total) and self.rank == 0:
+                    evals_log.write(self.evaluate())
+                    _plot(self.out)
+                if (self.step % cfg.checkpoint_every == 0 or self.step == self.total) and not self.bad_steps:
+                    self.save()  # never from inside a run of skipped steps: the last good state stays
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{np.mean([r['loss'] for r in rows]):.3f}", refresh=False)
+        finally:
+            if bar is not None:
+                bar.close()
+        return {"run_dir": str(self.out), "step": self.step, "total": self.total, "skipped_steps": self.skipped,
+                "seconds": round(time.perf_counter() - t0, 1), "evaluation": self.last_eval,
+                "checkpoint": str(self.out / CHECKPOINT)}
+
+
+def evaluate_subnet(supernet, arch: Arch, data: Data, bn_batches: int, batch_size: int, device) -> tuple[float, float]:
+    """BN-recalibrate ``arch`` on the first ``bn_batches`` training batches (a fixed order), then
+    its (accuracy, loss) on the held-out split. Modifies the supernet's BN statistics."""
+    supernet.set_active(arch)
+    calib = (data.normalise(x).to(device) for x, _ in
+             data.raw_batches(data.train, batch_size, shuffle_seed=[0, 10**6], stop=bn_batches))
+    recalibrate_bn(supernet, calib)
+    held = ((data.normalise(x).to(device), y.to(device)) for x, y in data.raw_batches(data.heldout, 512))
+    return accuracy(supernet, held)
+
+
+def _param_groups(model: nn.Module, wd: float) -> list[dict]:
+    """Weight decay on Linear weights only: ElasticViT disables it for every MBConv and the first
+    conv; norms, biases and the relative-position tables are not decayed either."""
+    decay, rest = [], []
+    for m in model.modules():
+        for name, p in m.named_parameters(recurse=False):
+            (decay if isinstance(m, nn.Linear) and name == "weight" else rest).append(p)
+    return [{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
+
+
+def _load_teacher(spec: str, num_classes: int) -> nn.Module:
+    import timm
+
+    name, _, ckpt = spec.partition(":")
+    if not ckpt:
+        raise UserError(f"teacher {spec!r}: give NAME:CHECKPOINT (weights are never downloaded)")
+    if not Path(ckpt).is_file():
+        raise UserError(f"teacher checkpoint {ckpt} does not exist")
+    try:
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, checkpoint_path=ckpt)
+    except RuntimeError as e:
+        raise UserError(f"teacher {spec!r}: {str(e).splitlines()[0]}") from None
+    return model.eval().requires_grad_(False)
+
+
+class _CsvLog:
+    """Append-only CSV, flushed per write."""
+
+    def __init__(self, path: Path, fields: list[str]):
+        new = not path.exists() or path.stat().st_size == 0
+        self.f = path.open("a", newline="", encoding="utf-8")
+        self.w = csv.DictWriter(self.f, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+        if new:
+            self.w.writeheader()
+            self.f.flush()
+
+    def write(self, rows: list[dict]) -> None:
+        self.w.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
+        self.f.flush()
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        path.unlink()
+        return
+    # a row cut short by a kill has fewer fields: dropped with the rows after the checkpoint
+    keep = [rows[0]] + [r for r in rows[1:] if len(r) == len(rows[0]) and r[0].isdigit() and int(r[0]) <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(keep)
+    tmp.replace(path)
+
+
+def _plot(out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    steps = pd.read_csv(out / "steps.csv")
+    evals = pd.read_csv(out / "evals.csv") if (out / "evals.csv").exists() else None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for role, g in steps.groupby("role"):
+        loss = g.groupby("step")["loss"].mean()
+        axes[0].plot(loss.index, loss.rolling(max(1, len(loss) // 50), min_periods=1).mean(), label=role, lw=1)
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("training loss (smoothed)")
+    axes[0].legend(fontsize=8)
+    if evals is not None and len(evals):
+        for (role, arch), g in evals.groupby(["role", "arch_id"]):
+            axes[1].plot(g["step"], 100 * g["accuracy"], "-o", ms=3, label=f"{role} ({g['macs_m'].iloc[0]:.1f} M MACs)")
+        axes[1].set_xlabel("step")
+        axes[1].set_ylabel("held-out accuracy (%)")
+        axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(out.name, fontsize=10)
+    fig.tight_layout()
+    tmp = out / "train.tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out / "train.png")

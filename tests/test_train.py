@@ -1,0 +1,210 @@
+"""Supernet training on real Fashion-MNIST: it learns, resumes bit-exactly, survives NaN, and
+its samplers do what the papers say."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, nas_cli
+from nas.data import FASHION_MNIST_DIR
+from nas.spaces import get_space
+from nas.train.config import TrainConfig
+from nas.train.losses import alpha_divergence, soft_cross_entropy
+from nas.train.samplers import make_sampler
+from nas.train.trainer import CHECKPOINT, Trainer, TrainingError
+
+needs_fmnist = pytest.mark.skipif(not FASHION_MNIST_DIR.exists(),
+                                  reason="Fashion-MNIST not installed: apt-get install dataset-fashion-mnist")
+
+
+def small(**kw):
+    base = dict(space="elasticvit-tiny", data="fashion-mnist", sampler="sandwich", steps=12, batch_size=16, heldout=500,
+                bn_batches=2, eval_random=1, checkpoint_every=4, threads=1, seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@needs_fmnist
+def test_supernet_learns_fashion_mnist(tmp_path):
+    """80 steps of 64 images (5,120 images, about a minute on 2 cores): the smallest and the
+    largest subnet are far above chance (10 %) on the held-out split."""
+    cfg = small(steps=80, batch_size=64, heldout=2000, bn_batches=4, threads=2, lr=3e-3)
+    result = Trainer(cfg, tmp_path, progress=False).run()
+    acc = {e["role"]: e["accuracy"] for e in result["evaluation"]}
+    assert acc["smallest"] > 0.45 and acc["largest"] > 0.45, acc
+    steps = rows(tmp_path / "steps.csv")
+    assert {r["role"] for r in steps} == {"largest", "smallest", "random"}
+    first = np.mean([float(r["loss"]) for r in steps if int(r["step"]) <= 10])
+    last = np.mean([float(r["loss"]) for r in steps if int(r["step"]) > 70])
+    assert last < first - 0.5  # the loss falls
+    assert (tmp_path / "train.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@needs_fmnist
+def test_resume_is_bit_exact(tmp_path):
+    cfg = small(sampler="elasticvit", ema=0.9)
+    full = Trainer(cfg, tmp_path / "full", progress=False)
+    (tmp_path / "full").mkdir()
+    full.run()
+    (tmp_path / "cut").mkdir()
+    Trainer(cfg, tmp_path / "cut", progress=False).run(stop_at=9)  # interrupted after step 9; checkpoint at 8
+    resumed = Trainer(cfg, tmp_path / "cut", progress=False)
+    resumed.load(tmp_path / "cut" / CHECKPOINT)
+    assert resumed.step == 8
+    resumed.run()
+    a, b = full.supernet.state_dict(), resumed.supernet.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(x, y) for x, y in zip(full.ema.state_dict().values(), resumed.ema.state_dict().values()))
+    assert full.sampler.state_dict() == resumed.sampler.state_dict()
+    assert (tmp_path / "full" / "steps.csv").read_text() == (tmp_path / "cut" / "steps.csv").read_text()
+
+
+@needs_fmnist
+def test_kill9_and_cli_resume(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--space", "elasticvit-tiny", "--data", "fashion-mnist", "--steps", "16", "--batch-size", "16",
+            "--heldout", "500", "--checkpoint-every", "4", "--threads", "1", "--out", str(out), "--no-progress"]
+    ref = nas_cli(*args[:-3], "--out", str(tmp_path / "ref"), "--no-progress", "--json")
+    assert ref.returncode == 0, ref.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "nas.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    t = time.time()
+    while not (out / CHECKPOINT).exists() and time.time() - t < 300:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    res = nas_cli("train", "--resume", str(out), "--no-progress", "--json")
+    assert res.returncode == 0, res.stderr
+    a = torch.load(out / CHECKPOINT, weights_only=False)["model"]
+    b = torch.load(tmp_path / "ref" / CHECKPOINT, weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda out: [{k: v for k, v in e.items() if k != "seconds"} for e in json.loads(out)["evaluation"]]  # noqa: E731
+    assert strip(res.stdout) == strip(ref.stdout)
+
+
+@needs_fmnist
+def test_non_finite_loss_stops_with_checkpoint_intact(tmp_path, monkeypatch):
+    cfg = small(steps=40, max_bad_steps=3)
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    normalise = trainer.data.normalise
+
+    def poisoned(images):  # from step 6 on, every batch is NaN
+        x = normalise(images)
+        return x * float("nan") if trainer.step >= 6 else x
+
+    monkeypatch.setattr(trainer.data, "normalise", poisoned)
+    with pytest.raises(TrainingError, match="not finite for 3 steps in a row"):
+        trainer.run()
+    ck = torch.load(tmp_path / CHECKPOINT, weights_only=False)
+    assert ck["step"] == 4  # the last scheduled checkpoint before the bad steps
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    skipped = [r for r in rows(tmp_path / "steps.csv") if r["skipped"] == "1"]
+    assert {int(r["step"]) for r in skipped} == {7, 8, 9}
+
+
+def test_complexity_sampler_walks_one_level_at_a_time():
+    space = get_space("elasticvit-tiny")
+    s = make_sampler("complexity", space, np.random.default_rng(0), 4)
+    levels, last = [], None
+    for _ in range(60):
+        picks = s.sample(0)
+        level = s.levels.index(s.info()["level"])
+        if last is not None:
+            assert abs(level - last) <= 1
+        levels.append(level)
+        last = level
+        macs = space.cost(space.genomes([p.arch for p in picks]))["macs"] / 1e6
+        lo, hi = s.levels[level], s.levels[level] + s.window
+        assert all(lo <= m <= hi for m, p in zip(macs, picks) if p.role == "level")
+        assert [p.role for p in picks] == ["level"] * 3 + ["min"] and picks[-1].target == "mean"
+    assert len(set(levels)) > 2
+
+
+def test_elasticvit_min_archs_follow_the_paper():
+    space = get_space("elasticvit")
+    s = make_sampler("complexity", space, np.random.default_rng(0), 4)
+    macs = {}
+    for k, level in enumerate(s.levels):
+        s.level = k
+        macs[level] = round(float(space.cost(space.genomes([s.min_arch()]))["macs"][0]) / 1e6)
+    # levels <= 220 use the 37 M MACs min arch, <= 420 the 160 M one, larger levels the 289 M one
+    assert macs == {100: 37, 200: 37, 300: 160, 400: 160, 500: 289, 700: 289, 900: 289, 1200: 289}
+
+
+def test_performance_aware_banks_and_preference():
+    space = get_space("elasticvit-tiny")
+    s = make_sampler("elasticvit", space, np.random.default_rng(0), 4)
+    cap = s.capacity(s.level)
+    for i in range(cap + 5):  # later subnets score better and push out the worst
+        s.observe(s.level_picks(0)[0], float(i))
+    bank = s.banks[s.level]
+    assert len(bank) == cap and min(score for _, score in bank) >= 3.0  # 0, 1 and 2 were pushed out
+    s.rate_start = 1.0  # always exploit once the bank is half full
+    picks = s.level_picks(0)
+    assert {p.role for p in picks} == {"bank"}
+    state = s.state_dict()
+    t = make_sampler("elasticvit", space, np.random.default_rng(5), 4)
+    t.load_state_dict(state)
+    assert t.state_dict() == state
+    # the preference keeps the candidate whose transformer stages are wider and shallower
+    cands = [s.in_level(0) for _ in range(5)]
+    pref = s.preference(cands)
+    assert pref.shape == (5,) and np.isfinite(pref).all()
+
+
+def test_alpha_divergence_definition():
+    torch.manual_seed(0)
+    target = torch.softmax(torch.randn(8, 10), -1)
+    logits = torch.randn(8, 10, requires_grad=True)
+    at_target = torch.log(target).requires_grad_(True)  # a student that already matches: no gradient
+    grad = torch.autograd.grad(alpha_divergence(at_target, target), at_target)[0]
+    assert grad.abs().max() < 1e-6
+    grad = torch.autograd.grad(alpha_divergence(logits, target), logits)[0]
+    assert grad.abs().max() > 1e-3
+    # with alpha = 1 the surrogate's gradient is KL(p || q)'s gradient, i.e. soft cross-entropy's
+    from nas.train.losses import _f_divergence
+
+    _, surrogate = _f_divergence(logits, target, 1.0, iw_clip=1e9)
+    g1 = torch.autograd.grad(surrogate.mean(), logits)[0]
+    g2 = torch.autograd.grad(soft_cross_entropy(logits, target), logits)[0]
+    torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-6)
+
+
+@needs_fmnist
+def test_train_cli_errors_write_nothing(tmp_path):
+    for args, msg in [(["--space", "elasticvit-tiny", "--data", "fashion-mnist"], "give --steps or --epochs"),
+                      (["--space", "elasticvit-tiny", "--data", "fashion-mnst", "--steps", "5"], "did you mean 'fashion-mnist'"),
+                      (["--space", "elasticvit", "--data", "fashion-mnist", "--steps", "5"], "1000-class head"),
+                      (["--space", "elasticvit-tiny", "--data", "fashion-mnist", "--steps", "5", "--sampler", "sandwitch"],
+                       "did you mean 'sandwich'"),
+                      (["--space", "elasticvit-tiny", "--data", "fashion-mnist", "--steps", "5", "--teacher", "resnet18"],
+                       "NAME:CHECKPOINT")]:
+        r = nas_cli("train", *args, cwd=tmp_path)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert list(tmp_path.iterdir()) == []
+
+
+@needs_fmnist
+def test_teacher_predictions_replace_labels(tmp_path):
+    import timm
+
+    teacher = timm.create_model("resnet10t", num_classes=10)
+    torch.save(teacher.state_dict(), tmp_path / "t.pth")
+    cfg = small(steps=2, teachers=(f"resnet10t:{tmp_path / 't.pth'}",), eval_random=0)
+    tr = Trainer(cfg, tmp_path, progress=False)
+    x = tr.data.normalise(tr.data.train.images[:4])
+    probs = tr._teacher_probs(x)
+    assert probs.shape == (4, 10) and torch.allclose(probs.sum(-1), torch.ones(4))
+    tr.run()
