@@ -98,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--heldout", type=int, default=TrainConfig.heldout, help="training images held out for search")
     t.add_argument("--eval-every", type=int, help="steps between evaluations (default: each epoch and the end)")
     t.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
+    t.add_argument("--max-bad-steps", type=int, default=TrainConfig.max_bad_steps,
+                   help="stop after this many non-finite losses in a row (default 10)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     t.add_argument("--out", type=Path, help="run directory (default runs/<date>-train-<space>-<data>-<id>)")
@@ -196,35 +198,49 @@ def _run(session, run_dir: Path, a: argparse.Namespace) -> str | None:
 
 
 def cmd_train(a: argparse.Namespace) -> str | None:
+    from contextlib import nullcontext
+
     from nas.runs import locked, new_run_dir
     from nas.train.trainer import CHECKPOINT, Trainer
 
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if a.resume is not None:
         if not a.resume.is_dir():
             raise UserError(f"--resume {a.resume} is not a directory")
         out = a.resume
-        with locked(out):
-            cfg = TrainConfig.from_toml(out / "config.toml")
-            trainer = Trainer(cfg, out, progress=not a.no_progress)
-            if (out / CHECKPOINT).exists():
-                trainer.load(out / CHECKPOINT)
+        cfg = TrainConfig.from_toml(out / "config.toml")
+        trainer = Trainer(cfg, out, progress=not a.no_progress)
+        if (out / CHECKPOINT).exists():
+            trainer.load(out / CHECKPOINT)
+        if rank == 0:
             print(f"resuming {out} at step {trainer.step} of {trainer.total}", file=sys.stderr)
-            result = trainer.run()
     else:
         if not a.space or not a.data:
             raise UserError("nas train needs --space and --data (or --resume RUN_DIR)")
         if a.steps is None and a.epochs is None:
             raise UserError("give --steps or --epochs")
+        if world > 1 and a.out is None:
+            raise UserError("under torchrun, give every rank the same --out")
         cfg = TrainConfig(space=a.space, data=a.data, sampler=a.sampler, subnets=a.subnets, steps=a.steps,
                           epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, alpha_div=a.alpha_div,
                           teachers=tuple(a.teacher), ema=a.ema, agc=a.agc, accumulate=a.accumulate, heldout=a.heldout,
-                          eval_every=a.eval_every, checkpoint_every=a.checkpoint_every, seed=a.seed, threads=a.threads)
+                          eval_every=a.eval_every, checkpoint_every=a.checkpoint_every, max_bad_steps=a.max_bad_steps,
+                          seed=a.seed, threads=a.threads)
         trainer = Trainer(cfg, Path("."), progress=not a.no_progress)  # checks everything before writing
-        out = new_run_dir(trainer.cfg, a.out, f"train-{trainer.space.name}-{a.data.split(':')[0]}")
+        if rank == 0:
+            out = new_run_dir(trainer.cfg, a.out, f"train-{trainer.space.name}-{a.data.split(':')[0]}")
+            print(f"run directory: {out}  (if interrupted: nas train --resume {out})", file=sys.stderr)
+        else:
+            out = a.out
         trainer.out = out
-        print(f"run directory: {out}  (if interrupted: nas train --resume {out})", file=sys.stderr)
-        with locked(out):
-            result = trainer.run()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # rank 0 has created the run directory
+    with locked(out) if rank == 0 else nullcontext():
+        result = trainer.run()
+    if rank != 0:
+        return None
     if a.json:
         return json.dumps(result, indent=2)
     skipped = f" ({result['skipped_steps']} skipped: non-finite loss)" if result["skipped_steps"] else ""

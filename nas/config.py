@@ -55,26 +55,36 @@ class SearchConfig:
         return self
 
     def to_toml(self) -> str:
-        data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items() if v is not None}
-        return "# written by `nas search`; `nas resume` reads it back\n" + tomli_w.dumps(data)
+        return dataclass_to_toml(self, "`nas search`; `nas resume`")
 
     @classmethod
     def from_toml(cls, path: Path) -> "SearchConfig":
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise UserError(f"{path} does not exist: is this a run directory written by `nas search`?") from None
-        except tomllib.TOMLDecodeError as e:
-            raise UserError(f"{path}: malformed TOML: {e}") from None
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise UserError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}")
-        try:
-            data["devices"] = tuple(data.get("devices", ()))
-            return cls(**data).validate()
-        except (KeyError, TypeError) as e:
-            raise UserError(f"{path}: incomplete search configuration ({e})") from None
+        return dataclass_from_toml(cls, path, "nas search", tuples=("devices",)).validate()
 
     def with_(self, **changes: Any) -> "SearchConfig":
         return dataclasses.replace(self, **changes)
+
+
+def dataclass_to_toml(obj, writer: str) -> str:
+    """A frozen config dataclass as TOML (None fields left out, tuples as lists)."""
+    data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(obj).items() if v is not None}
+    return f"# written by {writer} reads it back\n" + tomli_w.dumps(data)
+
+
+def dataclass_from_toml(cls, path: Path, writer: str, tuples: tuple[str, ...] = ()):
+    """The inverse of dataclass_to_toml; unknown or missing fields are one-line errors."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist: is this a directory written by `{writer}`?") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: malformed TOML: {e}") from None
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise UserError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}")
+    for name in tuples:
+        data[name] = tuple(data.get(name, ()))
+    try:
+        return cls(**data)
+    except TypeError as e:
+        raise UserError(f"{path}: incomplete configuration ({e})") from None

@@ -52,8 +52,10 @@ class ProxyScorer:
 class SupernetScorer:
     column = "accuracy"
 
-    def __init__(self, space: SearchSpace, checkpoint: str, threads: int, bn_batches: int = 8, batch_size: int = 128):
-        self.space, self.threads, self.bn_batches, self.batch_size = space, threads, bn_batches, batch_size
+    def __init__(self, space: SearchSpace, checkpoint: str, threads: int, bn_batches: int = 8):
+        from nas.train.trainer import CALIBRATION_BATCH
+
+        self.space, self.threads, self.bn_batches, self.batch_size = space, threads, bn_batches, CALIBRATION_BATCH
         self.path = resolve_checkpoint(checkpoint)
         self._model = None
 
@@ -78,6 +80,7 @@ class SupernetScorer:
         from nas.data import load_data
 
         torch.set_num_threads(self.threads)
+        keep_freed_memory()
         try:
             ck = torch.load(self.path, map_location="cpu", weights_only=False)
         except Exception as e:  # a file that is not a checkpoint

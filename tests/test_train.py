@@ -208,3 +208,27 @@ def test_teacher_predictions_replace_labels(tmp_path):
     probs = tr._teacher_probs(x)
     assert probs.shape == (4, 10) and torch.allclose(probs.sum(-1), torch.ones(4))
     tr.run()
+
+
+@needs_fmnist
+def test_ddp_with_torchrun_on_cpu(tmp_path):
+    """Two ranks (gloo, one thread each): the data is sharded, the same subnets are drawn on every
+    rank, rank 0 writes the run directory and the checkpoint."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torchrun = REPO / ".venv" / "bin" / "torchrun"
+    cmd = [str(torchrun) if torchrun.exists() else "torchrun", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), "-m", "nas.cli", "train", "--space", "elasticvit-tiny", "--data", "fashion-mnist",
+           "--steps", "8", "--batch-size", "16", "--heldout", "500", "--threads", "1", "--out", str(tmp_path / "run"),
+           "--no-progress", "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout[r.stdout.index("{"):])
+    assert out["step"] == 8 and len(out["evaluation"]) == 4
+    ck = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)
+    assert ck["step"] == 8
+    steps = rows(tmp_path / "run" / "steps.csv")
+    assert len({r["step"] for r in steps}) == 8  # one log, written by rank 0

@@ -262,7 +262,8 @@ def _row_fields(session: Session, log: RunLog) -> tuple[list[str], Any]:
 
 def _title(session: Session) -> str:
     c = session.cfg
-    return f"{session.space.name} on {', '.join(c.devices)}: {c.strategy}, seed {c.seed}"
+    where = f" on {', '.join(t.device for t in session.tables)}" if session.tables else ""
+    return f"{session.space.name}{where}: {c.strategy}, seed {c.seed}"
 
 
 def _progress(total: int, done: int, enabled: bool):

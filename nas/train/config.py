@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-import tomli_w
-
+from nas.config import dataclass_from_toml, dataclass_to_toml
 from nas.errors import UserError
 
 SAMPLER_DEFAULTS = {  # what each sampler distils by default
@@ -78,19 +76,8 @@ class TrainConfig:
         return self
 
     def to_toml(self) -> str:
-        data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items() if v is not None}
-        return "# written by `nas train`; `nas train --resume` reads it back\n" + tomli_w.dumps(data)
+        return dataclass_to_toml(self, "`nas train`; `nas train --resume`")
 
     @classmethod
     def from_toml(cls, path: Path) -> "TrainConfig":
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise UserError(f"{path} does not exist: is this a directory written by `nas train`?") from None
-        except tomllib.TOMLDecodeError as e:
-            raise UserError(f"{path}: malformed TOML: {e}") from None
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise UserError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}")
-        data["teachers"] = tuple(data.get("teachers", ()))
-        return cls(**data)
+        return dataclass_from_toml(cls, path, "nas train", tuples=("teachers",))

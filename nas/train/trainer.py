@@ -37,6 +37,7 @@ from nas.train.losses import alpha_divergence, soft_cross_entropy
 from nas.train.samplers import Pick, make_sampler
 
 CHECKPOINT = "checkpoint.pt"
+CALIBRATION_BATCH = 128  # images per BN-recalibration batch, in training and in search alike
 STEP_FIELDS = ["step", "epoch", "lr", "level", "banks", "role", "arch_id", "macs_m", "loss", "skipped"]
 EVAL_FIELDS = ["step", "epoch", "role", "arch_id", "macs_m", "resolution", "accuracy", "loss", "seconds"]
 
@@ -242,7 +243,7 @@ class Trainer:
         rows = []
         for role, arch in self.eval_archs:
             t = time.perf_counter()
-            acc, loss = evaluate_subnet(model, arch, self.data, self.cfg.bn_batches, self.cfg.batch_size, self.device)
+            acc, loss = evaluate_subnet(model, arch, self.data, self.cfg.bn_batches, CALIBRATION_BATCH, self.device)
             v = self.space.values(np.asarray([arch.genome]))
             rows.append({"step": self.step, "epoch": (self.step - 1) // self.steps_per_epoch, "role": role,
                          "arch_id": arch.id, "macs_m": float(self.space.cost(np.asarray([arch.genome]))["macs"][0]) / 1e6,
