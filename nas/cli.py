@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
 
     t = cmd("train", "train a weight-sharing supernet on real data")
     t.add_argument("--space", help="space name or TOML path (its family must have a supernet)")
-    t.add_argument("--data", help="fashion-mnist[:DIR], cifar10:DIR or cifar100:DIR")
+    t.add_argument("--data", help="fashion-mnist[:DIR], cifar10:DIR, cifar100:DIR or imagefolder:DIR[:SIZE]")
     t.add_argument("--sampler", default=TrainConfig.sampler, help="uniform, sandwich (default), complexity, elasticvit")
     n = t.add_mutually_exclusive_group()
     n.add_argument("--steps", type=int, help="optimiser steps")
@@ -212,6 +212,8 @@ def cmd_train(a: argparse.Namespace) -> str | None:
         trainer = Trainer(cfg, out, progress=not a.no_progress)
         if (out / CHECKPOINT).exists():
             trainer.load(out / CHECKPOINT)
+        else:
+            trainer.truncate_logs()  # killed before the first checkpoint: start over
         if rank == 0:
             print(f"resuming {out} at step {trainer.step} of {trainer.total}", file=sys.stderr)
     else:

@@ -91,8 +91,15 @@ class SupernetScorer:
             raise UserError(f"--supernet {self.path} was trained on space {ck.get('space')!r}, not on this "
                             f"definition of {self.space.name!r}")
         model = self.space.build_supernet()
-        model.load_state_dict(ck["ema"]["module"] if ck.get("ema") else {k: v for k, v in ck["model"].items()})
-        self._ema = bool(ck.get("ema"))
+        ema = ck.get("ema")  # timm's ModelEmaV3 state: the averaged supernet under "module."
+        weights = {k[len("module."):]: v for k, v in ema.items() if k.startswith("module.")} if ema else ck["model"]
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as e:
+            raise UserError(f"--supernet {self.path}: weights do not fit space {self.space.name!r} "
+                            f"({str(e).splitlines()[0]})") from None
+        self._ema = bool(ema)
+        self.bn_batches = ck.get("evaluation", {}).get("bn_batches", self.bn_batches)
         self._data_spec = ck["data"]
         self.data = load_data(ck["data"]["spec"], heldout=ck["data"]["heldout"], seed=ck["data"]["seed"])
         self._model = model.eval()

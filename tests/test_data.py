@@ -79,3 +79,23 @@ def test_random_crop_flip_is_a_crop_of_the_padded_image():
     assert torch.equal(y, random_crop_flip(x, pad=2, generator=torch.Generator().manual_seed(0)))
     for i in range(2):  # every output pixel comes from its own image (or the zero padding)
         assert set(y[i].unique().tolist()) <= set(x[i].unique().tolist()) | {0}
+
+
+def test_imagefolder_of_real_photos(tmp_path):
+    src = SHARED / "data" / "cifar10-samples"
+    if not src.exists():
+        pytest.skip(f"shared CIFAR-10 samples not available at {src}")
+    import shutil
+
+    for f in sorted(src.glob("cifar10_*.png")):  # one folder per class, named by the label
+        (tmp_path / "train" / f"c{f.stem.split('_')[2]}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, tmp_path / "train" / f"c{f.stem.split('_')[2]}" / f.name)
+    (tmp_path / "train" / "c0" / "notes.txt").write_text("not an image")
+    d = load_data(f"imagefolder:{tmp_path}:48", heldout=4, seed=0)
+    assert d.num_classes == 8 and len(d.train) == 16 and len(d.heldout) == 4 and d.test is None
+    assert d.train.images.shape[1:] == (3, 48, 48) and d.train.images.dtype == torch.uint8
+    (tmp_path / "train" / "c0" / "broken.png").write_bytes(b"nope")
+    with pytest.raises(UserError, match="broken.png: not a readable image"):
+        load_data(f"imagefolder:{tmp_path}")
+    with pytest.raises(UserError, match="one sub-folder per class"):
+        load_data(f"imagefolder:{tmp_path / 'train' / 'c0'}")

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not FASHION_MNIST_DIR.exists(),
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("train") / "run"
     r = nas_cli("train", "--space", "elasticvit-tiny", "--data", "fashion-mnist", "--steps", "25", "--batch-size", "32",
-                "--heldout", "600", "--threads", "2", "--out", str(out), "--no-progress", "--json")
+                "--heldout", "600", "--ema", "0.8", "--threads", "2", "--out", str(out), "--no-progress", "--json")
     assert r.returncode == 0, r.stderr
     return out
 
@@ -29,7 +29,7 @@ def test_search_front_accuracy_comes_from_the_supernet(trained, tmp_path):
     with open(tmp_path / "s" / "pareto.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows and list(rows[0])[1:3] == ["accuracy", "macs_m"]  # default objectives: accuracy,macs
-    assert rows[0]["accuracy_estimate"].startswith("supernet:checkpoint.pt")
+    assert rows[0]["accuracy_estimate"].startswith("supernet:checkpoint.pt (EMA weights")
     assert "600 held-out images of fashion-mnist" in rows[0]["accuracy_estimate"]
     accs = [float(r["accuracy"]) for r in rows]
     assert all(0.1 < a <= 1 for a in accs)  # trained: above chance
@@ -41,7 +41,7 @@ def test_search_front_accuracy_comes_from_the_supernet(trained, tmp_path):
     space = get_space("elasticvit-tiny")
     ck = torch.load(trained / "checkpoint.pt", weights_only=False)
     supernet = space.build_supernet()
-    supernet.load_state_dict(ck["model"])
+    supernet.load_state_dict({k[len("module."):]: v for k, v in ck["ema"].items()})  # the EMA weights
     data = load_data("fashion-mnist", heldout=600, seed=0)
     arch = space.from_encoding(json.loads(rows[0]["encoding"]))
     net = supernet.extract(arch)

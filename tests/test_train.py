@@ -54,15 +54,18 @@ def test_supernet_learns_fashion_mnist(tmp_path):
 
 @needs_fmnist
 def test_resume_is_bit_exact(tmp_path):
-    cfg = small(sampler="elasticvit", ema=0.9)
+    # 800 training images: 50 steps per epoch, banks re-scored every 12 steps, at the resume step too
+    cfg = small(sampler="elasticvit", ema=0.9, heldout=59200, steps=28, checkpoint_every=12, eval_images=512)
     full = Trainer(cfg, tmp_path / "full", progress=False)
+    assert full.steps_per_epoch == 50
     (tmp_path / "full").mkdir()
     full.run()
+    assert sum(len(b) for b in full.sampler.banks) > 0
     (tmp_path / "cut").mkdir()
-    Trainer(cfg, tmp_path / "cut", progress=False).run(stop_at=9)  # interrupted after step 9; checkpoint at 8
+    Trainer(cfg, tmp_path / "cut", progress=False).run(stop_at=15)  # interrupted after step 15; checkpoint at 12
     resumed = Trainer(cfg, tmp_path / "cut", progress=False)
     resumed.load(tmp_path / "cut" / CHECKPOINT)
-    assert resumed.step == 8
+    assert resumed.step == 12
     resumed.run()
     a, b = full.supernet.state_dict(), resumed.supernet.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -114,6 +117,33 @@ def test_non_finite_loss_stops_with_checkpoint_intact(tmp_path, monkeypatch):
     assert {int(r["step"]) for r in skipped} == {7, 8, 9}
 
 
+@needs_fmnist
+def test_one_bad_batch_is_skipped_and_leaves_no_trace(tmp_path, monkeypatch):
+    cfg = small(steps=10, sampler="elasticvit", checkpoint_every=10)
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    normalise = trainer.data.normalise
+    monkeypatch.setattr(trainer.data, "normalise",
+                        lambda images: normalise(images) * (float("inf") if trainer.step == 5 else 1.0))
+    result = trainer.run()
+    assert result["skipped_steps"] == 1 and result["step"] == 10
+    ck = torch.load(tmp_path / CHECKPOINT, weights_only=False)
+    bad = [k for k, v in ck["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    assert bad == []  # parameters and BN statistics
+    assert all(np.isfinite(score) for bank in trainer.sampler.banks for _, score in bank)
+
+
+@needs_fmnist
+def test_resume_before_the_first_checkpoint_starts_over(tmp_path):
+    out = tmp_path / "run"
+    r = nas_cli("train", "--space", "elasticvit-tiny", "--data", "fashion-mnist", "--steps", "3", "--batch-size", "16",
+                "--heldout", "500", "--threads", "1", "--checkpoint-every", "100", "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    (out / CHECKPOINT).unlink()  # as if killed before any checkpoint
+    r = nas_cli("train", "--resume", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert [int(x["step"]) for x in rows(out / "steps.csv")] == [1] * 4 + [2] * 4 + [3] * 4
+
+
 def test_complexity_sampler_walks_one_level_at_a_time():
     space = get_space("elasticvit-tiny")
     s = make_sampler("complexity", space, np.random.default_rng(0), 4)
@@ -159,9 +189,18 @@ def test_performance_aware_banks_and_preference():
     t.load_state_dict(state)
     assert t.state_dict() == state
     # the preference keeps the candidate whose transformer stages are wider and shallower
-    cands = [s.in_level(0) for _ in range(5)]
-    pref = s.preference(cands)
-    assert pref.shape == (5,) and np.isfinite(pref).all()
+    enc = space.to_encoding(space.smallest())
+    wide = json.loads(json.dumps(enc))
+    wide[1][3:] = [48, 64, 80, 96]  # widest transformer stages, depth 1 each
+    wide[6] = [3, 4, 5, 6]
+    deep = json.loads(json.dumps(enc))
+    deep[2][3:] = [2, 2, 2, 2]  # narrowest transformer stages, depth 2 each
+    for key in (5, 6, 7, 8, 9):
+        deep[key] = [deep[key][0]] * 8
+    deep[6] = [2, 2, 3, 3, 4, 4, 4, 4]  # heads = width / 16
+    s.level = 0
+    pref = s.preference([space.from_encoding(deep), space.from_encoding(wide)])
+    assert int(np.argmin(pref)) == 1, pref
 
 
 def test_alpha_divergence_definition():

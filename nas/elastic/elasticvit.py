@@ -205,7 +205,7 @@ class ElasticViTSupernet(Supernet):
         self.pre_head = ElasticLinear(cin, wide)
         self.pre_head_norm = ElasticBatchNorm1d(wide)
         self.head = ElasticLinear(wide, space.head_width)
-        self.dropout = nn.Dropout(0.2)
+        self.dropout = nn.Dropout(0.0)  # none while training a supernet (ElasticViT, after NASViT)
         self.classifier = nn.Linear(space.head_width, space.num_classes)
         self.apply(_init)
         self.res = max(space.resolutions)

@@ -40,6 +40,7 @@ class TrainConfig:
     bn_batches: int = 8  # batches for BN recalibration before each evaluation
     eval_every: int | None = None  # steps between evaluations (default: every epoch and at the end)
     eval_random: int = 2  # random subnets evaluated besides the smallest and the largest
+    eval_images: int | None = None  # held-out images used by the training-time evaluations (default: all)
     checkpoint_every: int = 50  # steps
     max_bad_steps: int = 10  # consecutive non-finite losses before the run stops
     seed: int = 0

@@ -49,7 +49,7 @@ class SubnetSampler:
         return [Pick(self.space.arch(g), "random", "label") for g in self.space.sample(self.rng, self.n)]
 
     def observe(self, pick: Pick, neg_loss: float) -> None:
-        """Told the -CE of every trained pick on the step's (unaugmented) batch."""
+        """Told the -CE (finite) of every trained pick on the step's training batch."""
 
     def end_epoch(self) -> None:
         pass
@@ -174,12 +174,12 @@ class PerformanceAware(ComplexityAware):
         """ElasticViT's _importance_comparison: MACs with the anchor's transformer-stage widths
         minus MACs with the anchor's transformer-stage depths; the minimum is the candidate whose
         transformer stages are widest and shallowest relative to the anchor. The anchor is the
-        best subnet of the first bank, or the level's min subnet."""
+        best subnet of the first bank, or the space's smallest subnet."""
         first = self.banks[0]
         if self.level > 0 and first:
             anchor = np.asarray(max(first, key=lambda e: e[1])[0])
-        else:
-            anchor = np.asarray(self.min_arch().genome)
+        else:  # the paper's arch_sampling(mode="min"): the space's smallest subnet
+            anchor = np.asarray(self.space.smallest().genome)
         g = self.space.genomes(cands)
         t_blocks = [b for b, blk in enumerate(self.space.blocks) if blk.kind == "transformer"]
         with_widths = g.copy()
@@ -218,7 +218,9 @@ class PerformanceAware(ComplexityAware):
                 macs = float(self.space.cost(np.asarray([genome]))["macs"][0])
                 if full and not lo <= macs <= hi:
                     continue  # evicted: outside the level's window
-                kept.append((genome, float(score(arch))))
+                value = float(score(arch))
+                if np.isfinite(value):  # a non-finite score would poison the softmax draw
+                    kept.append((genome, value))
             self.banks[k] = kept
 
     def info(self) -> dict:

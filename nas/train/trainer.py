@@ -67,8 +67,11 @@ class Trainer:
         if self.world > 1:
             import torch.distributed as dist
 
-            if not dist.is_initialized():
-                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            if not dist.is_initialized():  # long timeout: the other ranks wait while rank 0 evaluates
+                import datetime
+
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo",
+                                        timeout=datetime.timedelta(hours=2))
             self.model = nn.parallel.DistributedDataParallel(self.supernet, find_unused_parameters=True)
         self.batches_per_epoch = len(self.data.train) // (cfg.batch_size * self.world)
         self.steps_per_epoch = max(1, self.batches_per_epoch // cfg.accumulate)
@@ -100,6 +103,7 @@ class Trainer:
             "format": 1, "step": self.step, "config": self.cfg.to_toml(),
             "space": self.space.name, "space_fingerprint": self.space.fingerprint,
             "data": {"spec": self.cfg.data, "heldout": self.cfg.heldout, "seed": self.cfg.seed},
+            "evaluation": {"bn_batches": self.cfg.bn_batches, "batch": CALIBRATION_BATCH},
             "model": self.supernet.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
@@ -131,8 +135,13 @@ class Trainer:
             self.scaler.load_state_dict(ck["scaler"])
         self.step, self.bad_steps, self.skipped = ck["step"], ck["bad_steps"], ck["skipped"]
         self.last_eval = ck["last_eval"]
-        for name, fields in (("steps.csv", STEP_FIELDS), ("evals.csv", EVAL_FIELDS)):
-            _truncate_log(self.out / name, self.step)  # rows after the checkpoint are redone
+        self.truncate_logs()
+
+    def truncate_logs(self) -> None:
+        """Drop log rows after the current step: they are redone (all of them without a checkpoint)."""
+        if self.rank == 0:
+            for name in ("steps.csv", "evals.csv"):
+                _truncate_log(self.out / name, self.step)
 
     # ---- one step -----------------------------------------------------------------------------
     def _batch(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,12 +160,14 @@ class Trainer:
         info = self.sampler.info()
         rows: dict[int, dict] = {}
         finite = True
+        bn_before = [(b, b.clone()) for m in self.supernet.modules()
+                     if isinstance(m, nn.modules.batchnorm._BatchNorm) for b in m.buffers()]
         self.model.train()
         for micro in range(cfg.accumulate):
             index = (step % self.steps_per_epoch) * cfg.accumulate + micro
             raw, y = self._batch(epoch, index)
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 64 + micro)
-            torch.manual_seed(cfg.seed * 1_000_003 + step * 64 + micro)  # dropout
+            torch.manual_seed(cfg.seed * 1_000_003 + step * 64 + micro)  # any torch randomness in the forward
             x = self.data.normalise(random_crop_flip(raw, pad=max(1, raw.shape[-1] // 8), generator=gen)).to(self.device)
             y = y.to(self.device)
             teacher = self._teacher_probs(x) if self.teachers else None
@@ -169,10 +180,12 @@ class Trainer:
                 else:
                     target = largest if pick.target == "largest" else torch.stack(level).mean(0)
                     loss = alpha_divergence(logits, target) if cfg.alpha_div else soft_cross_entropy(logits, target)
-                finite &= bool(torch.isfinite(loss))
+                finite &= self._all_finite(loss)  # agreed by every rank, so DDP's collectives stay matched
                 if finite:
                     scaled = loss / (len(picks) * cfg.accumulate)
                     (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+                elif self.world > 1:
+                    (logits.sum() * 0.0).backward()  # DDP expects a backward for every forward; discarded
                 probs = F.softmax(logits.detach(), -1)
                 if pick.role == "largest":
                     largest = probs
@@ -184,7 +197,7 @@ class Trainer:
 
                     dist.all_reduce(ce)
                     ce /= self.world
-                if micro == 0:
+                if micro == 0 and torch.isfinite(ce):
                     self.sampler.observe(pick, -float(ce))
                 row = rows.setdefault(i, {"role": pick.role, "arch_id": pick.arch.id, "loss": 0.0,
                                           "macs_m": float(self.space.cost(np.asarray([pick.arch.genome]))["macs"][0]) / 1e6})
@@ -210,12 +223,23 @@ class Trainer:
         else:
             self.bad_steps += 1
             self.skipped += 1
+            with torch.no_grad():  # the skipped forwards must not leave NaN in BN statistics either
+                for buf, saved in bn_before:
+                    buf.copy_(saved)
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.optimizer.param_groups[0]["lr"]
         self.step += 1
         self.scheduler.step_update(self.step)
         return [{"step": self.step, "epoch": epoch, "lr": lr, "level": info.get("level", ""), "banks": info.get("banks", ""),
                  **r, "skipped": int(not finite)} for r in rows.values()]
+
+    def _all_finite(self, t: torch.Tensor) -> bool:
+        ok = torch.isfinite(t).all().to(torch.float32)
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        return bool(ok)
 
     def _teacher_probs(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -243,7 +267,8 @@ class Trainer:
         rows = []
         for role, arch in self.eval_archs:
             t = time.perf_counter()
-            acc, loss = evaluate_subnet(model, arch, self.data, self.cfg.bn_batches, CALIBRATION_BATCH, self.device)
+            acc, loss = evaluate_subnet(model, arch, self.data, self.cfg.bn_batches, CALIBRATION_BATCH, self.device,
+                                        limit=self.cfg.eval_images)
             v = self.space.values(np.asarray([arch.genome]))
             rows.append({"step": self.step, "epoch": (self.step - 1) // self.steps_per_epoch, "role": role,
                          "arch_id": arch.id, "macs_m": float(self.space.cost(np.asarray([arch.genome]))["macs"][0]) / 1e6,
@@ -281,9 +306,14 @@ class Trainer:
                         f"`nas train --resume {self.out}`")
                 if self.step % self.steps_per_epoch == 0 and self.step < self.total:
                     self.sampler.end_epoch()
-                if (self.step % eval_every == 0 or self.step == self.total) and self.rank == 0:
-                    evals_log.write(self.evaluate())
-                    _plot(self.out)
+                if self.step % eval_every == 0 or self.step == self.total:
+                    if self.rank == 0:
+                        evals_log.write(self.evaluate())
+                        _plot(self.out)
+                    if self.world > 1:
+                        import torch.distributed as dist
+
+                        dist.barrier()
                 if (self.step % cfg.checkpoint_every == 0 or self.step == self.total) and not self.bad_steps:
                     self.save()  # never from inside a run of skipped steps: the last good state stays
                 if bar is not None:
@@ -297,14 +327,17 @@ class Trainer:
                 "checkpoint": str(self.out / CHECKPOINT)}
 
 
-def evaluate_subnet(supernet, arch: Arch, data: Data, bn_batches: int, batch_size: int, device) -> tuple[float, float]:
+def evaluate_subnet(supernet, arch: Arch, data: Data, bn_batches: int, batch_size: int, device,
+                    limit: int | None = None) -> tuple[float, float]:
     """BN-recalibrate ``arch`` on the first ``bn_batches`` training batches (a fixed order), then
-    its (accuracy, loss) on the held-out split. Modifies the supernet's BN statistics."""
+    its (accuracy, loss) on the held-out split (its first ``limit`` images). Modifies the
+    supernet's BN statistics."""
     supernet.set_active(arch)
     calib = (data.normalise(x).to(device) for x, _ in
              data.raw_batches(data.train, batch_size, shuffle_seed=[0, 10**6], stop=bn_batches))
     recalibrate_bn(supernet, calib)
-    held = ((data.normalise(x).to(device), y.to(device)) for x, y in data.raw_batches(data.heldout, 512))
+    held = ((data.normalise(x).to(device), y.to(device)) for x, y in
+            data.raw_batches(data.heldout, 512, stop=None if limit is None else -(-limit // 512)))
     return accuracy(supernet, held)
 
 
