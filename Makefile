@@ -29,6 +29,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_latency.py
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_supernet.py
+	$(BIN)/python benchmarks/bench_ray.py
 
 clean-runs:
 	rm -rf runs/2*

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -18,19 +19,35 @@ EXAMPLES = {
   nas search --space elasticvit --device pixel6,pixel4 --objectives naswot,latency --budget 500
   nas search --space elasticvit --device pixel6 --objectives latency,max:params --max-latency 20 --budget 100000
   nas search --space my_space.toml --device ./my_tables/ --strategy optuna-tpe --seed 3 --json
-  nas search --space elasticvit-tiny --supernet runs/<train run>/ --objectives accuracy,macs --budget 100""",
+  nas search --space elasticvit-tiny --supernet runs/<train run>/ --objectives accuracy,macs --budget 100
+  nas search --space elasticvit --device pixel6 --ray --budget 2000                # a local Ray instance
+  nas search --space elasticvit --device pixel6 --ray auto --workers 16 --threads 2 # the cluster on this node
+  ray job submit -- nas search --space elasticvit --device pixel6 --ray --out /shared/runs/r1  # on the cluster""",
     "train": """examples:
   nas train --space elasticvit-tiny --data fashion-mnist --steps 600 --batch-size 64
   nas train --space elasticvit-tiny --data fashion-mnist:/data/fmnist --sampler elasticvit --epochs 2
   nas train --space elasticvit-tiny --data cifar10:/data/cifar-10-batches-py --sampler sandwich --ema 0.999 --epochs 5
-  nas train --resume runs/20261124-train-elasticvit-tiny-fashion-mnist-1a2b3c""",
+  nas train --resume runs/20261124-train-elasticvit-tiny-fashion-mnist-1a2b3c
+  nas train --space asvit-tiny --arch seed --data fashion-mnist --steps 300 --retokenize 0.5   # one As-ViT network
+  nas train --space elasticvit-tiny --data fashion-mnist --steps 600 --ray --workers 2 --threads 1   # Ray Train, 2 ranks
+  nas train --space elasticvit --data imagefolder:/shared/in100 --epochs 20 --ray auto --workers 8 --gpus-per-worker 1""",
+    "tune": """examples:
+  nas tune --space elasticvit-tiny --data fashion-mnist --steps 300 --lr 1e-4,1e-3,3e-3 --sampler sandwich,elasticvit
+  nas tune --space elasticvit-tiny --data fashion-mnist --steps 300 --lr 1e-4:1e-2 --subnets 2,4 --search optuna --samples 16
+  nas tune --space elasticvit-tiny --data cifar10:/data/cifar-10-batches-py --epochs 2 --lr 1e-3,3e-3 --ray auto --json""",
     "resume": """examples:
   nas resume runs/20261124-elasticvit-pixel6-a1b2c3
-  nas resume runs/20261124-elasticvit-pixel6-a1b2c3 --budget 1000   # extend a finished run""",
+  nas resume runs/20261124-elasticvit-pixel6-a1b2c3 --budget 1000   # extend a finished run
+  nas resume runs/20261124-elasticvit-pixel6-a1b2c3 --ray ray://head:10001   # go on on another cluster""",
     "latency": """examples:
   nas latency --space elasticvit --device pixel6 --arch elastic_S1 --json
   nas latency --space elasticvit --arch elastic_M                    # every device with a table
   nas latency --space elasticvit --device pixel6 --arch '[192, [16,24,40,64,96,192,272], ...]' --blocks""",
+    "proxies": """examples:
+  nas proxies --space nb201 --n 200 --proxies synflow,jacob_cov,naswot,params --truth nb201_cifar10.csv
+  nas proxies --space elasticvit-tiny --n 50 --supernet runs/<train run>/      # correlation with supernet accuracy
+  nas proxies --space elasticvit --n 20 --proxies all --ensemble logrank --json
+  nas proxies --space nb201 --n 1000 --out runs/nb201-proxies                   # re-run to resume""",
     "spaces": "examples:\n  nas spaces\n  nas spaces --json",
     "devices": "examples:\n  nas devices\n  nas devices --json",
 }
@@ -63,7 +80,9 @@ def _parser() -> argparse.ArgumentParser:
                         f"or a proxy such as naswot (default: {DEFAULT_OBJECTIVES}; accuracy,latency with "
                         "--supernet; macs instead of latency without --device)")
     s.add_argument("--supernet", metavar="CKPT", help="a `nas train` checkpoint or run directory: accuracy comes from it")
-    s.add_argument("--strategy", default=SearchConfig.strategy, help="nsga2 (pymoo), optuna-nsga2, optuna-tpe, evolution, random")
+    s.add_argument("--strategy", default=SearchConfig.strategy,
+                   help="nsga2 (pymoo), optuna-nsga2, optuna-tpe, evolution, random, or asvit (As-ViT seed search + "
+                        "auto-scaling; --budget = REINFORCE steps)")
     s.add_argument("--budget", type=int, default=SearchConfig.budget,
                    help=f"architectures to evaluate (default {SearchConfig.budget}: minutes on 2 cores with naswot)")
     s.add_argument("--population", type=int, default=SearchConfig.population,
@@ -75,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                    help="torch threads for proxy evaluation (recorded: scores depend on it)")
     s.add_argument("--out", type=Path, help="run directory (default runs/<date>-<space>-<device>-<id>)")
+    _ray_flags(s)
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 
@@ -82,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--space", help="space name or TOML path (its family must have a supernet)")
     t.add_argument("--data", help="fashion-mnist[:DIR], cifar10:DIR, cifar100:DIR or imagefolder:DIR[:SIZE]")
     t.add_argument("--sampler", default=TrainConfig.sampler, help="uniform, sandwich (default), complexity, elasticvit")
+    t.add_argument("--arch", help="train this one network of the space (a preset or architecture string), no supernet")
+    t.add_argument("--retokenize", type=float, metavar="SHARE",
+                   help="As-ViT progressive re-tokenisation: the first SHARE of the steps on coarse tokens (with --arch)")
     n = t.add_mutually_exclusive_group()
     n.add_argument("--steps", type=int, help="optimiser steps")
     n.add_argument("--epochs", type=float, help="epochs over the training split")
@@ -104,12 +127,38 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     t.add_argument("--out", type=Path, help="run directory (default runs/<date>-train-<space>-<data>-<id>)")
     t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a training run from its checkpoint")
+    _ray_flags(t, what="train with Ray Train workers (data-parallel)")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--json", action="store_true")
+
+    tu = cmd("tune", "sweep supernet-training hyperparameters with Ray Tune (each trial a `nas train` run)")
+    tu.add_argument("--space", required=True, help="space name or TOML path (its family must have a supernet)")
+    tu.add_argument("--data", required=True, help="as for nas train")
+    n = tu.add_mutually_exclusive_group(required=True)
+    n.add_argument("--steps", type=int, help="optimiser steps per trial")
+    n.add_argument("--epochs", type=float, help="epochs per trial")
+    tu.add_argument("--lr", default=str(TrainConfig.lr), help="comma-separated values, or LOW:HIGH (log-uniform; "
+                                                               "random and optuna searches)")
+    tu.add_argument("--sampler", default=TrainConfig.sampler, help="comma-separated samplers")
+    tu.add_argument("--subnets", help="comma-separated subnets per step (default: the sampler's)")
+    tu.add_argument("--search", default="grid", help="grid (every combination), random, or optuna (multi-objective: "
+                                                     "smallest and largest subnet accuracy)")
+    tu.add_argument("--samples", type=int, default=1, help="trials: repeats of the grid, or draws (default 1)")
+    tu.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    tu.add_argument("--heldout", type=int, default=TrainConfig.heldout)
+    tu.add_argument("--eval-every", type=int, help="steps between evaluations, each reported to Tune (default: each epoch)")
+    tu.add_argument("--seed", type=int, default=0)
+    tu.add_argument("--threads", type=int, default=1, help="CPUs (torch threads) per trial (default 1)")
+    tu.add_argument("--ray", nargs="?", const="local", default="local", metavar="ADDRESS",
+                    help="the Ray cluster (default: a local instance, or RAY_ADDRESS)")
+    tu.add_argument("--gpus-per-trial", type=float, default=0.0)
+    tu.add_argument("--out", type=Path, help="sweep directory (default runs/<date>-tune-<space>-<data>-<id>)")
+    tu.add_argument("--json", action="store_true")
 
     r = cmd("resume", "continue an interrupted search without recomputing finished evaluations")
     r.add_argument("run_dir", type=Path)
     r.add_argument("--budget", type=int, help="raise the budget of the run")
+    _ray_flags(r, resume=True)
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--json", action="store_true")
 
@@ -120,11 +169,38 @@ def _parser() -> argparse.ArgumentParser:
     la.add_argument("--blocks", action="store_true", help="also list every table entry summed")
     la.add_argument("--json", action="store_true")
 
+    px = cmd("proxies", "score sampled architectures with training-free proxies; with accuracy, rank-correlate them")
+    px.add_argument("--space", required=True)
+    px.add_argument("--n", type=int, default=50, help="architectures to sample (default 50)")
+    px.add_argument("--proxies", default=",".join(_default_proxies()),
+                    help="comma-separated proxy names or 'all' (default: every proxy but grasp and linear_regions)")
+    px.add_argument("--ensemble", default="ranksum", help="rank aggregation: ranksum (default), logrank, vote")
+    px.add_argument("--supernet", metavar="CKPT", help="a `nas train` checkpoint: correlate with supernet accuracy")
+    px.add_argument("--truth", metavar="CSV[:COLUMN]", help="ground truth: a CSV with an 'arch' column and an accuracy column")
+    px.add_argument("--seed", type=int, default=0)
+    px.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    px.add_argument("--out", type=Path, help="report directory (default runs/<date>-proxies-<space>-<id>); an existing "
+                                             "report directory with the same settings is resumed")
+    px.add_argument("--no-progress", action="store_true")
+    px.add_argument("--json", action="store_true")
+
     sp = cmd("spaces", "list the search spaces that ship with vitnas")
     sp.add_argument("--json", action="store_true")
     dv = cmd("devices", "list the devices with latency tables, with provenance")
     dv.add_argument("--json", action="store_true")
     return p
+
+
+def _ray_flags(p: argparse.ArgumentParser, resume: bool = False, what: str = "score on Ray actors") -> None:
+    where = " (default: as the run was started)" if resume else ""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help=f"{what}: alone, a local Ray instance (or the cluster in RAY_ADDRESS, as under "
+                        f"`ray job submit`); with an address (auto, HOST:PORT, ray://HOST:10001), that cluster{where}")
+    if resume:
+        g.add_argument("--no-ray", action="store_true", help="score in this process, even if the run used Ray")
+    p.add_argument("--workers", type=int, metavar="N", help="Ray actors (default: cluster CPUs / --threads)")
+    p.add_argument("--gpus-per-worker", type=float, metavar="G", help="GPUs per actor, may be fractional (default 0)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -143,6 +219,40 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(out)
 
 
+def _default_proxies() -> tuple[str, ...]:
+    from nas.proxy_report import DEFAULT_PROXIES
+
+    return DEFAULT_PROXIES
+
+
+def cmd_proxies(a: argparse.Namespace) -> str:
+    from nas.proxy_report import ProxyReportConfig, format_table, parse_proxy_list, run_report
+    from nas.runs import locked, new_run_dir, write_atomic
+    from nas.spaces import get_space
+
+    cfg = ProxyReportConfig(space=a.space, n=a.n, proxies=parse_proxy_list(a.proxies), seed=a.seed, threads=a.threads,
+                            ensemble=a.ensemble, supernet=a.supernet, truth=a.truth).validate()
+    space = get_space(cfg.space)
+    cfg = cfg.absolute()
+    if a.out is not None and (a.out / "config.toml").exists():
+        old = ProxyReportConfig.from_toml(a.out / "config.toml")
+        if old != cfg:
+            raise UserError(f"--out {a.out} holds a report with other settings; choose another directory")
+        run_dir = a.out
+    else:
+        run_dir = new_run_dir(cfg, a.out, f"proxies-{space.name}")
+    with locked(run_dir):
+        print(f"report directory: {run_dir}", file=sys.stderr)
+        rep = run_report(cfg, run_dir, progress=not a.no_progress)
+    if a.json:
+        return json.dumps(rep.summary(), indent=2)
+    lines = [f"scored {len(rep.ids)} architectures with {len(cfg.proxies)} proxies ({rep.failed} failed scores) "
+             f"-> {run_dir / 'proxies.csv'}"]
+    if rep.correlations:
+        lines += ["rank correlation with accuracy:", format_table(rep.correlations), f"plot: {run_dir / 'correlations.png'}"]
+    return "\n".join(lines)
+
+
 def _devices(text: str | None) -> tuple[str, ...]:
     return tuple(d.strip() for d in (text or "").split(",") if d.strip())
 
@@ -151,16 +261,53 @@ def cmd_search(a: argparse.Namespace) -> str | None:
     from nas.runs import locked, new_run_dir
     from nas.search.loop import prepare
 
+    if a.strategy == "asvit":
+        return _search_asvit(a)
     devices = _devices(a.device)
     cfg = SearchConfig(space=a.space, devices=devices,
                        objectives=a.objectives or default_objectives(a.supernet is not None, bool(devices)),
                        strategy=a.strategy, budget=a.budget, population=a.population, seed=a.seed,
                        max_latency=a.max_latency, max_macs=a.max_macs, max_params=a.max_params, threads=a.threads,
-                       supernet=a.supernet)
+                       supernet=a.supernet, ray=a.ray, workers=a.workers, gpus_per_worker=a.gpus_per_worker)
     session = prepare(cfg)  # every input check happens before anything is written
-    run_dir = new_run_dir(session.cfg, a.out, session.label)
-    with locked(run_dir):
-        return _run(session, run_dir, a)
+    runner = _start_runner(session)  # so is joining a Ray cluster
+    try:
+        run_dir = new_run_dir(session.cfg, a.out, session.label)
+        with locked(run_dir):
+            return _run(session, run_dir, a, runner)
+    finally:
+        runner.close()
+
+
+def _search_asvit(a: argparse.Namespace, run_dir: Path | None = None, cfg: SearchConfig | None = None) -> str:
+    """As-ViT's two-phase design (seed search, then auto-scaling): not an ask/tell search."""
+    from nas.runs import locked, new_run_dir
+    from nas.search.asvit import run_asvit
+    from nas.spaces import get_space
+
+    if cfg is None:
+        if a.device or a.supernet or a.objectives not in (None, "ntk,length_distortion"):
+            raise UserError("--strategy asvit optimises its own two measures (ntk, length_distortion): "
+                            "drop --device/--supernet/--objectives")
+        cfg = SearchConfig(space=a.space, objectives="ntk,length_distortion", strategy="asvit", budget=a.budget,
+                           seed=a.seed, threads=a.threads).validate()
+    space = get_space(cfg.space)
+    if space.family != "asvit":
+        raise UserError(f"--strategy asvit needs an As-ViT space (e.g. asvit), not {space.name!r}")
+    from contextlib import nullcontext
+
+    fresh = run_dir is None  # `nas resume` already holds the run's lock
+    if fresh:
+        run_dir = new_run_dir(cfg, a.out, f"{space.name}-asvit")
+    with locked(run_dir) if fresh else nullcontext():
+        print(f"run directory: {run_dir}  (if interrupted: nas resume {run_dir})", file=sys.stderr)
+        res = run_asvit(space, run_dir, seed=cfg.seed, steps=cfg.budget, threads=cfg.threads, progress=not a.no_progress)
+    if a.json:
+        return json.dumps(res.summary(), indent=2)
+    lines = [f"seed topology: {res.seed_arch}  ({cfg.budget} REINFORCE steps, {res.measured} networks measured "
+             f"in {res.seconds:.0f}s)", f"scaled family -> {res.family_csv}"]
+    lines += [f"  {r['role']:>8}  {r['arch']:44s} {r['params_m']:8.2f} M params {r['macs_g']:7.2f} GMACs" for r in res.family]
+    return "\n".join(lines)
 
 
 def cmd_resume(a: argparse.Namespace) -> str | None:
@@ -171,23 +318,46 @@ def cmd_resume(a: argparse.Namespace) -> str | None:
         raise UserError(f"{a.run_dir} is not a directory")
     with locked(a.run_dir):
         cfg = SearchConfig.from_toml(a.run_dir / "config.toml")
+        if cfg.strategy == "asvit":
+            if a.budget is not None:
+                raise UserError("an As-ViT run cannot change its number of REINFORCE steps; start a new run")
+            return _search_asvit(a, a.run_dir, cfg)
         if a.budget is not None:
             log = a.run_dir / "evals.jsonl"
             done = log.read_bytes().count(b"\n") if log.exists() else 0
             if a.budget < done:
                 raise UserError(f"--budget {a.budget} is below the {done} evaluations already in {log}")
             cfg = cfg.with_(budget=a.budget)
+        where = {"ray": None, "workers": None, "gpus_per_worker": None} if a.no_ray else \
+            {k: v for k, v in (("ray", a.ray), ("workers", a.workers), ("gpus_per_worker", a.gpus_per_worker))
+             if v is not None}
+        cfg = cfg.with_(**where)  # where it runs never changes the result
         session = prepare(cfg)
-        if a.budget is not None:
-            write_atomic(a.run_dir / "config.toml", session.cfg.to_toml())
-        return _run(session, a.run_dir, a)
+        runner = _start_runner(session)
+        try:
+            if a.budget is not None or where:
+                write_atomic(a.run_dir / "config.toml", session.cfg.to_toml())
+            return _run(session, a.run_dir, a, runner)
+        finally:
+            runner.close()
 
 
-def _run(session, run_dir: Path, a: argparse.Namespace) -> str | None:
+def _start_runner(session):
+    from nas.search.loop import make_runner
+
+    runner = make_runner(session)
+    if session.cfg.ray is not None and not session.evaluator.expensive_columns:
+        print("note: --ray is not used: this search has no expensive metric (latency and cost are vectorised "
+              "in this process)", file=sys.stderr)
+    runner.start()
+    return runner
+
+
+def _run(session, run_dir: Path, a: argparse.Namespace, runner) -> str | None:
     from nas.search.loop import run
 
     print(f"run directory: {run_dir}  (if interrupted: nas resume {run_dir})", file=sys.stderr)
-    result = run(session, run_dir, progress=not a.no_progress)
+    result = run(session, run_dir, progress=not a.no_progress, runner=runner)
     if a.json:
         return json.dumps(result.summary(), indent=2)
     lines = [f"evaluated {result.evaluated} architectures in {result.seconds:.1f}s ({result.failed} failed)",
@@ -209,6 +379,15 @@ def cmd_train(a: argparse.Namespace) -> str | None:
             raise UserError(f"--resume {a.resume} is not a directory")
         out = a.resume
         cfg = TrainConfig.from_toml(out / "config.toml")
+        where = {k: v for k, v in (("ray", a.ray), ("workers", a.workers), ("gpus_per_worker", a.gpus_per_worker))
+                 if v is not None}
+        if cfg.ray is not None or where:
+            cfg = dataclasses.replace(cfg, **where).validate()
+            check = Trainer(cfg, out, progress=False)  # a wrong space, data or checkpoint fails here, in one line
+            if (out / CHECKPOINT).exists():
+                check.load(out / CHECKPOINT)
+            del check  # the workers load their own
+            return _train_ray(cfg, out, a)
         trainer = Trainer(cfg, out, progress=not a.no_progress)
         if (out / CHECKPOINT).exists():
             trainer.load(out / CHECKPOINT)
@@ -227,8 +406,15 @@ def cmd_train(a: argparse.Namespace) -> str | None:
                           epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, alpha_div=a.alpha_div,
                           teachers=tuple(a.teacher), ema=a.ema, agc=a.agc, accumulate=a.accumulate, heldout=a.heldout,
                           eval_every=a.eval_every, checkpoint_every=a.checkpoint_every, max_bad_steps=a.max_bad_steps,
-                          seed=a.seed, threads=a.threads)
+                          seed=a.seed, threads=a.threads, ray=a.ray, workers=a.workers, gpus_per_worker=a.gpus_per_worker,
+                          arch=a.arch, retokenize=a.retokenize)
+        if cfg.ray is not None and world > 1:
+            raise UserError("--ray starts its own training workers: run it without torchrun")
         trainer = Trainer(cfg, Path("."), progress=not a.no_progress)  # checks everything before writing
+        if cfg.ray is not None:
+            cfg, label = trainer.cfg, f"train-{trainer.space.name}-{a.data.split(':')[0]}"
+            del trainer  # the workers load their own
+            return _train_ray(cfg, None, a, label)
         if rank == 0:
             out = new_run_dir(trainer.cfg, a.out, f"train-{trainer.space.name}-{a.data.split(':')[0]}")
             print(f"run directory: {out}  (if interrupted: nas train --resume {out})", file=sys.stderr)
@@ -243,6 +429,34 @@ def cmd_train(a: argparse.Namespace) -> str | None:
         result = trainer.run()
     if rank != 0:
         return None
+    return _train_summary(result, a)
+
+
+def _train_ray(cfg: TrainConfig, out: Path | None, a: argparse.Namespace, label: str = "") -> str | None:
+    """``nas train --ray``: Ray Train workers run the trainer; this process only waits."""
+    from nas.runners import connect, disconnect
+    from nas.runs import locked, new_run_dir, write_atomic
+    from nas.train import distributed
+
+    owned = connect(cfg.ray)
+    try:
+        cfg = dataclasses.replace(cfg, workers=distributed.workers_for(cfg))  # stored: it changes the result
+        if out is None:
+            out = new_run_dir(cfg, a.out, label)
+            print(f"run directory: {out}  (if interrupted: nas train --resume {out})", file=sys.stderr)
+        else:
+            write_atomic(out / "config.toml", cfg.to_toml())
+            print(f"resuming {out} from its last checkpoint", file=sys.stderr)
+        print(f"training on Ray: {cfg.workers} workers of {cfg.threads} CPU{'s' * (cfg.threads > 1)}"
+              f"{f' and {cfg.gpus_per_worker:g} GPU' if cfg.gpus_per_worker else ''}", file=sys.stderr)
+        with locked(out):
+            result = distributed.train(cfg, out)
+    finally:
+        disconnect(owned)
+    return _train_summary(result, a)
+
+
+def _train_summary(result: dict, a: argparse.Namespace) -> str:
     if a.json:
         return json.dumps(result, indent=2)
     skipped = f" ({result['skipped_steps']} skipped: non-finite loss)" if result["skipped_steps"] else ""
@@ -251,6 +465,56 @@ def cmd_train(a: argparse.Namespace) -> str | None:
     for e in result["evaluation"]:
         lines.append(f"  {e['role']:9s} {e['macs_m']:7.2f} M MACs  {e['resolution']:4d} px  held-out accuracy {100 * e['accuracy']:.2f} %")
     return "\n".join(lines)
+
+
+def cmd_tune(a: argparse.Namespace) -> str:
+    from nas.runs import new_run_dir
+    from nas.train import distributed as d
+    from nas.train.trainer import Trainer
+
+    sweep = {"lr": d.parse_values("--lr", a.lr, float), "sampler": d.parse_values("--sampler", a.sampler, str)}
+    if a.subnets:
+        sweep["subnets"] = d.parse_values("--subnets", a.subnets, int)
+    base = TrainConfig(space=a.space, data=a.data, steps=a.steps, epochs=a.epochs, batch_size=a.batch_size,
+                       heldout=a.heldout, eval_every=a.eval_every, seed=a.seed, threads=a.threads, ray=a.ray)
+    d.check_sweep(base, sweep, a.search, a.samples)
+    first = {k: (v[0] if isinstance(v, list) else v.low) for k, v in sweep.items()}
+    trainer = Trainer(dataclasses.replace(base, **first), Path("."), progress=False)  # space and data checks
+    out = new_run_dir(_Sweep(base, sweep, a.search, a.samples), a.out,
+                      f"tune-{trainer.space.name}-{a.data.split(':')[0]}")
+    del trainer
+    print(f"sweep directory: {out}", file=sys.stderr)
+    rows = d.tune(base, sweep, out, search=a.search, samples=a.samples, gpus_per_trial=a.gpus_per_trial)
+    if a.json:
+        return json.dumps({"sweep_dir": str(out), "tune_csv": str(out / "tune.csv"), "trials": rows}, indent=2)
+
+    def fmt(v):
+        return "-" if v is None else f"{100 * v:6.2f}%"
+    lines = [f"{len(rows)} trials -> {out / 'tune.csv'}  (* no other trial is better on both accuracies)",
+             f"  {'trial':28s} {'lr':>9s} {'sampler':>10s} {'subnets':>7s} {'smallest':>8s} {'largest':>8s}"]
+    for r in rows:
+        lines.append(f"{'*' if r['pareto'] else ' '} {r['trial'][:28]:28s} {r['lr']:9.2e} {r['sampler']:>10s} "
+                     f"{str(r.get('subnets') or ''):>7s} {fmt(r['accuracy_smallest']):>8s} {fmt(r['accuracy_largest']):>8s}"
+                     f"{'  ' + r['error'] if r['error'] else ''}")
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sweep:
+    """What a `nas tune` directory's config.toml records: the base trainer config and the sweep."""
+    base: TrainConfig
+    sweep: dict
+    search: str
+    samples: int
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        dims = {k: (v if isinstance(v, list) else {"loguniform": [v.low, v.high]}) for k, v in self.sweep.items()}
+        base = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self.base).items()
+                if v is not None and k not in self.sweep}
+        return "# written by `nas tune`: the trainer settings every trial shares, and the sweep\n" + \
+            tomli_w.dumps({**base, "sweep": {"search": self.search, "samples": self.samples, **dims}})
 
 
 def _read_arch_spec(text: str) -> Any:
@@ -351,8 +615,8 @@ def cmd_devices(a: argparse.Namespace) -> str:
                      f"{'':10s} {r['version']}  licence: {r['licence']}" for r in rows)
 
 
-COMMANDS = {"search": cmd_search, "resume": cmd_resume, "train": cmd_train, "latency": cmd_latency,
-            "spaces": cmd_spaces, "devices": cmd_devices}
+COMMANDS = {"search": cmd_search, "resume": cmd_resume, "train": cmd_train, "tune": cmd_tune, "latency": cmd_latency,
+            "spaces": cmd_spaces, "devices": cmd_devices, "proxies": cmd_proxies}
 
 if __name__ == "__main__":
     main()

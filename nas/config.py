@@ -38,6 +38,10 @@ class SearchConfig:
     max_params: float | None = None  # millions
     threads: int = 2  # torch threads for proxy evaluation; fixed so scores are reproducible
     supernet: str | None = None  # a `nas train` checkpoint: accuracy comes from it
+    # where expensive metrics run; none of these changes the result, so a resume may change them
+    ray: str | None = None  # None: this process; "local": a local Ray instance; else a cluster address
+    workers: int | None = None  # Ray actors (default: cluster CPUs // threads)
+    gpus_per_worker: float | None = None  # may be fractional: several actors share a GPU
     fingerprints: dict = field(default_factory=dict)  # filled by the search: space + table versions
 
     def validate(self) -> "SearchConfig":
@@ -49,6 +53,7 @@ class SearchConfig:
             raise UserError(f"--seed must be between 0 and 2**32 - 1, got {self.seed}")
         if self.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.threads}")
+        check_ray_flags(self.ray, self.workers, self.gpus_per_worker)
         for flag, v in (("--max-latency", self.max_latency), ("--max-macs", self.max_macs), ("--max-params", self.max_params)):
             if v is not None and not v > 0:
                 raise UserError(f"{flag} must be positive, got {v}")
@@ -63,6 +68,15 @@ class SearchConfig:
 
     def with_(self, **changes: Any) -> "SearchConfig":
         return dataclasses.replace(self, **changes)
+
+
+def check_ray_flags(ray: str | None, workers: int | None, gpus_per_worker: float | None) -> None:
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    if gpus_per_worker is not None and not gpus_per_worker >= 0:
+        raise UserError(f"--gpus-per-worker must be 0 or more, got {gpus_per_worker}")
+    if ray is None and (workers is not None or gpus_per_worker):
+        raise UserError("--workers and --gpus-per-worker need --ray")
 
 
 def dataclass_to_toml(obj, writer: str) -> str:

@@ -48,12 +48,13 @@ PROXY_PREFIX = "proxy:"
 
 def parse_objectives(spec: str, devices: Sequence[str], proxies: Sequence[str],
                      supernet: bool = False) -> tuple[list[Objective], str | None]:
-    """``"naswot,latency"`` -> objectives; returns them and the accuracy estimate used: a proxy
-    name, "supernet", or None.
+    """``"naswot,latency"`` -> objectives; returns them and the accuracy estimate used: proxy
+    name(s) (comma-separated when several proxies are objectives), "supernet", or None.
 
     Tokens: ``latency`` (one objective per device), ``latency:<device>``, ``macs``, ``params``,
-    ``<proxy>`` or ``proxy:<proxy>`` (maximised), ``accuracy`` (held-out accuracy from the
-    ``--supernet``, maximised). One accuracy estimate per search.
+    ``<proxy>`` or ``proxy:<proxy>`` (in the proxy's own direction: ntk is minimised), ``accuracy`` (held-out accuracy from the
+    ``--supernet``, maximised). Supernet accuracy and proxies do not mix; several proxies may
+    (As-ViT optimises its NTK condition number and length distortion together).
     ``max:`` or ``min:`` in front of a token overrides its direction: ``latency,max:params`` asks
     for the most capacity at each latency (parameter count is itself a training-free proxy)."""
     objectives: list[Objective] = []
@@ -84,17 +85,19 @@ def parse_objectives(spec: str, devices: Sequence[str], proxies: Sequence[str],
                 raise UserError("objective 'accuracy' needs a trained supernet: add --supernet CHECKPOINT "
                                 "(or use a training-free proxy such as naswot)")
             if proxy is not None:
-                raise UserError(f"objectives {proxy!r} and 'accuracy': use one accuracy estimate per search")
+                raise UserError(f"objectives {proxy!r} and 'accuracy': use supernet accuracy or proxies, not both")
             proxy = "supernet"
             objectives.append(Objective("accuracy", "max", "supernet accuracy (held-out)"))
         else:
             name = tok[len(PROXY_PREFIX):] if tok.startswith(PROXY_PREFIX) else tok
             if name not in proxies:
                 raise did_you_mean(tok, ["latency", *COST_COLUMNS, "accuracy", *proxies], "objective")
-            if proxy is not None and proxy != name:
-                raise UserError(f"objectives {proxy!r} and {name!r}: use one accuracy estimate per search")
-            proxy = name
-            objectives.append(Objective(f"proxy_{name}", "max", f"{name} score"))
+            if proxy == "supernet":
+                raise UserError(f"objectives 'accuracy' and {name!r}: use supernet accuracy or proxies, not both")
+            from nas.proxies import proxy_goal
+
+            proxy = name if proxy is None else f"{proxy},{name}"  # several proxies: As-ViT's K and LE
+            objectives.append(Objective(f"proxy_{name}", proxy_goal(name), f"{name} score"))
         if goal is not None:
             objectives[before:] = [Objective(o.column, goal, o.label) for o in objectives[before:]]
     cols = [o.column for o in objectives]
@@ -122,7 +125,9 @@ class Evaluator:
 
     @property
     def expensive_columns(self) -> list[str]:
-        return [self.scorer.column] if self.scorer else []
+        if self.scorer is None:
+            return []
+        return list(self.scorer.columns) if hasattr(self.scorer, "columns") else [self.scorer.column]
 
     def accuracy_estimate(self) -> str:
         return self.scorer.describe() if self.scorer else "none"

@@ -10,6 +10,7 @@ from nas.errors import UserError
 from nas.scorers import ProxyScorer
 from nas.proxies import PROXIES, get_proxy, proxy_names
 from nas.proxies.batch import imagenet_samples
+from nas.proxies.common import ProxyData
 
 
 def test_shipped_batch_is_real_imagenet():
@@ -34,11 +35,12 @@ def test_naswot_definition_on_a_relu_net():
     with torch.no_grad():
         net[0].weight.copy_(torch.eye(3, 2))
     naswot = get_proxy("naswot")
+    y = torch.zeros(2, dtype=torch.long)
     same = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
-    assert naswot(net, same) == float("-inf")
+    assert naswot(net, ProxyData(same, y, 3)) == float("-inf")
     diff = torch.tensor([[1.0, -2.0], [-3.0, 4.0]])
     # codes (1,0,0) and (0,1,0) over N_A = 3 units: K = [[3, 1], [1, 3]] -> log det = log 8
-    assert naswot(net, diff) == pytest.approx(np.log(8.0))
+    assert naswot(net, ProxyData(diff, y, 3)) == pytest.approx(np.log(8.0))
 
 
 def test_unknown_proxy():

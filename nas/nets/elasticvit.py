@@ -176,13 +176,17 @@ class ElasticViTNet(nn.Module):
         )
         return cls(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, classes)
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, C, h, w), before the head
         if x.shape[-1] != self.cfg.res or x.shape[-2] != self.cfg.res:
             x = F.interpolate(x, size=self.cfg.res, mode="bicubic", align_corners=False)
-        x = self.blocks(self.first_conv(x))  # (B, C, h, w)
-        x = self.pre_head(x.flatten(2).transpose(1, 2))  # (B, N, 6C)
-        x = F.hardswish(self.pre_head_norm(x.transpose(1, 2))).mean(-1)  # (B, 6C)
-        x = self.dropout(F.hardswish(self.head(x)))
+        return self.blocks(self.first_conv(x))
+
+    def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:  # -> (B, 6C): pooled, before the MLP head
+        x = self.pre_head(self.forward_features(x).flatten(2).transpose(1, 2))  # (B, N, 6C)
+        return F.hardswish(self.pre_head_norm(x.transpose(1, 2))).mean(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, classes)
+        x = self.dropout(F.hardswish(self.head(self.forward_pooled(x))))
         return self.classifier(x)
 
 

@@ -1,7 +1,11 @@
-"""The real mini-batch that ships with vitnas: 20 ImageNet photos (MIT, see assets/imagenet-samples).
+"""The real mini-batches that ship with vitnas (MIT; see their SOURCE.txt):
 
-Preprocessed as ElasticViT evaluates: resize the short side to 256 (bicubic), centre-crop 224,
-normalise with the ImageNet mean/std; models resize to their own resolution.
+* ``imagenet-samples``: 20 ImageNet photos, preprocessed as ElasticViT evaluates (resize the short
+  side to 256 bicubic, centre-crop 224, ImageNet mean/std); models resize to their resolution.
+* ``cifar10-samples``: 20 CIFAR-10 test images (32 px), CIFAR-10 mean/std, for CIFAR-sized
+  spaces such as nb201.
+
+A space names its batch (``proxy_batch``); ``proxy_data`` returns it as the proxies' input.
 """
 from __future__ import annotations
 
@@ -13,6 +17,10 @@ import torch
 from PIL import Image
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "imagenet-samples"
+CIFAR_ASSETS = ASSETS.parent / "cifar10-samples"
+CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
+CIFAR_STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32)
+BATCHES = ("imagenet-samples", "cifar10-samples")
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
@@ -37,3 +45,32 @@ def imagenet_samples(resize: int = 256, crop: int = 224) -> tuple[torch.Tensor, 
     x = torch.from_numpy(np.stack([_load(f, resize, crop) for f in files]))
     y = torch.tensor([int(f.stem.split("_")[2]) for f in files])
     return x, y
+
+
+@lru_cache(maxsize=1)
+def cifar10_samples() -> tuple[torch.Tensor, torch.Tensor]:
+    """(images (20, 3, 32, 32) float32, labels (20,) int64)."""
+    files = sorted(CIFAR_ASSETS.glob("cifar10_*.png"))
+    if not files:
+        raise FileNotFoundError(f"the shipped mini-batch is missing from {CIFAR_ASSETS}")
+    arr = np.stack([(np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255.0 - CIFAR_MEAN) / CIFAR_STD
+                    for f in files]).transpose(0, 3, 1, 2)
+    y = torch.tensor([int(f.stem.split("_")[2]) for f in files])
+    return torch.from_numpy(np.ascontiguousarray(arr)), y
+
+
+def proxy_data(batch: str, num_classes: int, seed: int, resolution: int | None = None):
+    """The ``ProxyData`` a space's proxies read: its shipped batch, labels folded into its classes."""
+    from nas.proxies.common import ProxyData
+
+    if batch == "imagenet-samples":
+        x, y = imagenet_samples()
+    elif batch == "cifar10-samples":
+        x, y = cifar10_samples()
+    else:
+        from nas.registry import did_you_mean
+
+        raise did_you_mean(batch, BATCHES, "proxy batch")
+    if resolution is not None and x.shape[-1] != resolution:
+        x = torch.nn.functional.interpolate(x, size=resolution, mode="bicubic", align_corners=False)
+    return ProxyData(x, y % num_classes, num_classes, seed)

@@ -15,12 +15,12 @@ import torch
 import torch.nn as nn
 
 from nas.proxies import PROXIES
-
-RECTIFIERS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.GELU, nn.SiLU, nn.LeakyReLU)
+from nas.proxies.common import ProxyData, rectifiers
 
 
 @PROXIES.register("naswot")
-def naswot(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None) -> float:
+def naswot(model: nn.Module, data: ProxyData) -> float:
+    images = data.images
     n = images.shape[0]
     k = torch.zeros(n, n, dtype=torch.float64)
 
@@ -30,7 +30,7 @@ def naswot(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None =
         # agreements = units - hamming = c c^T + (1-c)(1-c)^T, with one matmul instead of two
         k.add_(2 * (c @ c.t()).to(torch.float64) - ones[:, None] - ones[None, :] + c.shape[1])
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, RECTIFIERS)]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, rectifiers())]
     try:
         model.eval()  # BN in eval mode keeps the codes a property of the weights, not of the batch
         with torch.inference_mode():

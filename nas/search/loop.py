@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ from nas.errors import UserError
 from nas.latency import load_table
 from nas.objectives import Constraint, Evaluator, Objective, latency_column, parse_objectives
 from nas.runlog import FAILED, OK, SKIPPED, RunLog
-from nas.runners import LocalRunner
-from nas.scorers import ProxyScorer, SupernetScorer
+from nas.runners import LocalRunner, RayRunner
+from nas.scorers import ProxyScorer, ProxyScorers, SupernetScorer
 from nas.search.base import Problem, Searcher, make_searcher
 from nas.spaces import SearchSpace, get_space
 
@@ -97,7 +98,8 @@ def prepare(cfg: SearchConfig) -> Session:
         scorer = SupernetScorer(space, cfg.supernet, cfg.threads)
         scorer.check()
     elif estimate is not None:
-        scorer = ProxyScorer(space, estimate, cfg.seed, cfg.threads)
+        scorers = [ProxyScorer(space, p, cfg.seed, cfg.threads) for p in estimate.split(",")]
+        scorer = scorers[0] if len(scorers) == 1 else ProxyScorers(scorers)
     evaluator = Evaluator(space, tables, scorer)
     history = History(space)
     problem = Problem(tuple(v.name for v in space.vars), space.var_sizes, len(objectives), len(constraints),
@@ -115,6 +117,28 @@ def prepare(cfg: SearchConfig) -> Session:
     cfg = cfg.with_(space=_absolute(cfg.space), devices=tuple(_absolute(d) for d in cfg.devices), fingerprints=fingerprints,
                     supernet=str(scorer.path) if isinstance(scorer, SupernetScorer) else None)
     return Session(cfg, space, tables, evaluator, objectives, constraints, problem, history, searcher)
+
+
+def evaluator_for(cfg: SearchConfig) -> Evaluator:
+    """What a Ray worker builds once from the run's config: the same evaluator as the driver's,
+    refusing to score with a space, table or supernet that differs from the driver's files."""
+    session = prepare(cfg.with_(fingerprints={}))
+    mine = session.cfg.fingerprints
+    if cfg.fingerprints and mine != cfg.fingerprints:
+        changed = sorted(k for k in set(mine) | set(cfg.fingerprints) if mine.get(k) != cfg.fingerprints.get(k))
+        raise UserError(f"this node's {', '.join(changed)} differ from the driver's: install the same vitnas "
+                        "and files on every node")
+    return session.evaluator
+
+
+def make_runner(session: Session) -> LocalRunner | RayRunner:
+    """Ray actors for a search with an expensive metric and ``ray`` set; else this process
+    (cheap metrics are vectorised in the driver: shipping them to workers would only add latency)."""
+    cfg = session.cfg
+    if cfg.ray is None or not session.evaluator.expensive_columns:
+        return LocalRunner(session.evaluator)
+    return RayRunner(partial(evaluator_for, cfg), address=cfg.ray, workers=cfg.workers, threads=cfg.threads,
+                     gpus=cfg.gpus_per_worker or 0.0)
 
 
 def _absolute(name: str) -> str:
@@ -141,12 +165,14 @@ class SearchResult:
 
 
 def run(session: Session, run_dir: Path, *, progress: bool = True, plot: bool = True,
-        pareto_every_s: float = 2.0) -> SearchResult:
-    """Search until ``budget`` distinct architectures are evaluated (or the strategy stalls)."""
+        pareto_every_s: float = 2.0, runner: LocalRunner | RayRunner | None = None) -> SearchResult:
+    """Search until ``budget`` distinct architectures are evaluated (or the strategy stalls).
+    ``runner`` (default ``make_runner(session)``) lives for the whole search and is closed here."""
     cfg, space, history, searcher = session.cfg, session.space, session.history, session.searcher
     if history.log is not None:
         raise RuntimeError("a Session runs once; prepare a new one")
     t0 = time.perf_counter()
+    runner = runner or make_runner(session)
     log = RunLog(run_dir / "evals.jsonl", session.evaluator.columns, session.objectives, session.constraints,
                  space.gene_sizes)
     history.log = log
@@ -163,7 +189,7 @@ def run(session: Session, run_dir: Path, *, progress: bool = True, plot: bool = 
             take = fresh[:room]
             todo = [i for i in take if ids[i] not in log.index]
             if todo:
-                _evaluate(session, log, genomes, ids, todo, bar)
+                _evaluate(session, runner, log, genomes, ids, todo, bar)
             history.seen += len(take)
             if len(fresh) > room:
                 break  # the budget ends inside this batch: nothing left to tell
@@ -189,6 +215,7 @@ def run(session: Session, run_dir: Path, *, progress: bool = True, plot: bool = 
         if bar is not None:
             bar.close()
         log.close()
+        runner.close()
     n_front = log.write_pareto(pareto, *_row_fields(session, log))
     png = None
     if plot:
@@ -199,9 +226,12 @@ def run(session: Session, run_dir: Path, *, progress: bool = True, plot: bool = 
                         time.perf_counter() - t0, stalled)
 
 
-def _evaluate(session: Session, log: RunLog, genomes: np.ndarray, ids: list[str], todo: list[int], bar) -> None:
+def _evaluate(session: Session, runner, log: RunLog, genomes: np.ndarray, ids: list[str], todo: list[int],
+              bar) -> None:
     """Cheap metrics for the whole batch at once; expensive ones one architecture at a time,
-    each logged as soon as it is done so an interrupted batch keeps its finished work."""
+    each logged as soon as it is done (in whatever order a Ray pool finishes them: rows are
+    looked up by id, so the order changes neither the tell nor the front) so an interrupted
+    batch keeps its finished work."""
     ev = session.evaluator
     g = genomes[todo]
     t = time.perf_counter()
@@ -228,7 +258,7 @@ def _evaluate(session: Session, log: RunLog, genomes: np.ndarray, ids: list[str]
     for i in np.flatnonzero(viol):
         log_one(int(i), SKIPPED, None, per)
     score = np.flatnonzero(~viol)
-    for r in LocalRunner(ev).imap(g[score]):
+    for r in runner.imap(g[score]):
         i = int(score[r.index])
         for c, v in r.values.items():
             values[i, log.col[c]] = v

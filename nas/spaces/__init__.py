@@ -23,7 +23,21 @@ def _elasticvit(doc: TomlDoc) -> SearchSpace:
     return ElasticViTSpace(doc)
 
 
+def _nb201(doc: TomlDoc) -> SearchSpace:
+    from nas.spaces.nb201 import NB201Space
+
+    return NB201Space(doc)
+
+
+def _asvit(doc: TomlDoc) -> SearchSpace:
+    from nas.spaces.asvit import AsViTSpace
+
+    return AsViTSpace(doc)
+
+
 FAMILIES.register("elasticvit")(_elasticvit)
+FAMILIES.register("asvit")(_asvit)
+FAMILIES.register("nb201")(_nb201)
 
 
 def space_files() -> dict[str, Path]:

@@ -25,6 +25,8 @@ from nas.errors import UserError
 if TYPE_CHECKING:  # torch is imported only by build()
     import torch.nn as nn
 
+    from nas.tomldoc import TomlDoc
+
 
 @dataclass(frozen=True)
 class Var:
@@ -116,11 +118,39 @@ class SearchSpace:
     def build(self, arch: Arch) -> "nn.Module":
         raise NotImplementedError(f"space family {self.family!r} cannot build models")
 
+    def input_resolution(self, arch: Arch) -> int:
+        """The image side the architecture's network computes at."""
+        return int(getattr(self, "resolution", 0))
+
+    def build_for_proxy(self, arch: Arch, proxy: str) -> "nn.Module":
+        """The model a proxy scores; a family may return a proxy-specific variant (e.g. the thin
+        network TE-NAS counts linear regions on)."""
+        return self.build(arch)
+
     def build_supernet(self):
         """The weight-sharing supernet of this space (``nas.elastic.Supernet``), or None."""
         return None
 
     # ---- generic machinery ----------------------------------------------------------------
+    def _read_header(self, doc: "TomlDoc") -> dict:
+        """The fields every space file has (name, description, source); returns the TOML table."""
+        d = doc.data
+        self.path = doc.path
+        self.name = doc.get(d, "name", "name", str)
+        self.description = doc.get(d, "description", "description", str, "")
+        self.source = doc.get(d, "source", "source", str, "")
+        return d
+
+    def _string_presets(self, doc: "TomlDoc", parse: Callable[[str], Arch]) -> dict[str, Arch]:
+        """``[presets]`` whose values are the family's arch strings; a bad one names its field."""
+        out = {}
+        for name, text in doc.get(doc.data, "presets", "presets", dict, {}).items():
+            try:
+                out[name] = parse(str(text))
+            except UserError as e:
+                raise doc.error(f"presets.{name}", str(e)) from None
+        return out
+
     @property
     def n_genes(self) -> int:
         return len(self.genes)

@@ -65,11 +65,7 @@ class ElasticViTSpace(SearchSpace):
     family = "elasticvit"
 
     def __init__(self, doc: TomlDoc):
-        d = doc.data
-        self.path = doc.path
-        self.name = doc.get(d, "name", "name", str)
-        self.description = doc.get(d, "description", "description", str, "")
-        self.source = doc.get(d, "source", "source", str, "")
+        d = self._read_header(doc)
         self.sampling = doc.get(d, "sampling", "sampling", str, "stage")
         if self.sampling not in ("stage", "layer"):
             raise doc.error("sampling", f"expected 'stage' or 'layer', got {self.sampling!r}")
@@ -486,6 +482,9 @@ class ElasticViTSpace(SearchSpace):
                 out[f"{b.name}.{m}"] = str(layer_vals[0]) if len(set(layer_vals)) == 1 else "|".join(map(str, layer_vals))
         out["encoding"] = json.dumps(self.to_encoding(arch), separators=(",", ":"))
         return out
+
+    def input_resolution(self, arch: Arch) -> int:
+        return int(self.values(np.asarray([arch.genome]))["res"][0])
 
     def build(self, arch: Arch):
         from nas.nets.elasticvit import ElasticViTNet

@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from nas.config import dataclass_from_toml, dataclass_to_toml
+from nas.config import check_ray_flags, dataclass_from_toml, dataclass_to_toml
 from nas.errors import UserError
 
 SAMPLER_DEFAULTS = {  # what each sampler distils by default
@@ -43,8 +43,15 @@ class TrainConfig:
     eval_images: int | None = None  # held-out images used by the training-time evaluations (default: all)
     checkpoint_every: int = 50  # steps
     max_bad_steps: int = 10  # consecutive non-finite losses before the run stops
+    arch: str | None = None  # train this one network of the space, no weight sharing (a preset or arch string)
+    retokenize: float | None = None  # As-ViT progressive re-tokenisation: share of steps on coarse tokens
     seed: int = 0
     threads: int = 2
+    # Ray Train (nas/train/distributed.py). Unlike a search's, the worker count changes the result
+    # (each step averages `workers` shards), so it is stored resolved and a resume keeps it.
+    ray: str | None = None  # "local" or a cluster address
+    workers: int | None = None
+    gpus_per_worker: float | None = None
 
     def resolved(self) -> "TrainConfig":
         d = SAMPLER_DEFAULTS.get(self.sampler, {})
@@ -72,8 +79,11 @@ class TrainConfig:
             raise UserError(f"--lr must be positive, got {self.lr}")
         if self.ema is not None and not 0 < self.ema < 1:
             raise UserError(f"--ema must be a decay in (0, 1), got {self.ema}")
+        if self.retokenize is not None and not 0 < self.retokenize < 1:
+            raise UserError(f"--retokenize must be a share of the steps in (0, 1), got {self.retokenize}")
         if not 0 <= self.seed < 2**32:
             raise UserError(f"--seed must be between 0 and 2**32 - 1, got {self.seed}")
+        check_ray_flags(self.ray, self.workers, self.gpus_per_worker)
         return self
 
     def to_toml(self) -> str:

@@ -38,7 +38,7 @@ from nas.train.samplers import Pick, make_sampler
 
 CHECKPOINT = "checkpoint.pt"
 CALIBRATION_BATCH = 128  # images per BN-recalibration batch, in training and in search alike
-STEP_FIELDS = ["step", "epoch", "lr", "level", "banks", "role", "arch_id", "macs_m", "loss", "skipped"]
+STEP_FIELDS = ["step", "epoch", "lr", "level", "banks", "role", "arch_id", "macs_m", "loss", "skipped", "tokens"]
 EVAL_FIELDS = ["step", "epoch", "role", "arch_id", "macs_m", "resolution", "accuracy", "loss", "seconds"]
 
 
@@ -59,9 +59,25 @@ class Trainer:
         self.world, self.rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
         self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
         torch.manual_seed(cfg.seed)
-        supernet = self.space.build_supernet()
+        self.fixed = self.space.parse_arch(cfg.arch) if cfg.arch is not None else None
+        if self.fixed is not None:  # one network, no weight sharing (nas/train/standalone.py)
+            from nas.train.standalone import Standalone
+
+            supernet = Standalone(self.space.build(self.fixed), self.fixed)
+        else:
+            supernet = self.space.build_supernet()
         if supernet is None:
-            raise UserError(f"space {self.space.name!r} has no supernet to train")
+            raise UserError(f"space {self.space.name!r} has no supernet to train; train one of its networks "
+                            f"with --arch (a preset or an architecture string)")
+        self.coarse_steps = 0
+        if cfg.retokenize is not None:
+            if not hasattr(supernet, "set_coarse_tokens"):
+                raise UserError("--retokenize needs --arch: it is a schedule for one As-ViT network")
+            try:
+                supernet.set_coarse_tokens(True)  # fails here, before training, if the resolution does not allow it
+                supernet.set_coarse_tokens(False)
+            except ValueError as e:
+                raise UserError(f"--retokenize: {e}") from None
         self.supernet = supernet.to(self.device)
         self.model: nn.Module = self.supernet
         if self.world > 1:
@@ -76,6 +92,8 @@ class Trainer:
         self.batches_per_epoch = len(self.data.train) // (cfg.batch_size * self.world)
         self.steps_per_epoch = max(1, self.batches_per_epoch // cfg.accumulate)
         self.total = cfg.steps if cfg.steps is not None else math.ceil(cfg.epochs * self.steps_per_epoch)
+        if cfg.retokenize is not None:
+            self.coarse_steps = round(cfg.retokenize * self.total)
         self.optimizer = torch.optim.AdamW(_param_groups(self.supernet, cfg.weight_decay), lr=cfg.lr)
         from timm.scheduler import CosineLRScheduler
 
@@ -87,12 +105,18 @@ class Trainer:
             from timm.utils import ModelEmaV3
 
             self.ema = ModelEmaV3(self.supernet, decay=cfg.ema)
-        self.sampler = make_sampler(cfg.sampler, self.space, np.random.default_rng(cfg.seed), cfg.subnets)
+        if self.fixed is not None:
+            from nas.train.standalone import FixedSampler
+
+            self.sampler = FixedSampler(self.space, np.random.default_rng(cfg.seed), self.fixed)
+        else:
+            self.sampler = make_sampler(cfg.sampler, self.space, np.random.default_rng(cfg.seed), cfg.subnets)
         self.teachers = [_load_teacher(t, self.data.num_classes).to(self.device) for t in cfg.teachers]
         self.use_amp = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if self.use_amp and not torch.cuda.is_bf16_supported() else None
         rng = np.random.default_rng([cfg.seed, 1])
-        self.eval_archs = [("smallest", self.space.smallest()), ("largest", self.space.largest())] + [
+        self.eval_archs = [("network", self.fixed)] if self.fixed is not None else [
+            ("smallest", self.space.smallest()), ("largest", self.space.largest())] + [
             ("random", self.space.arch(g)) for g in self.space.sample(rng, cfg.eval_random)]
         self.step, self.bad_steps, self.skipped = 0, 0, 0
         self.last_eval: list[dict] = []
@@ -156,6 +180,9 @@ class Trainer:
 
     def train_step(self, epoch: int) -> list[dict]:
         cfg, step = self.cfg, self.step
+        coarse = step < self.coarse_steps  # As-ViT's progressive re-tokenisation: coarse tokens first
+        if cfg.retokenize is not None:
+            self.supernet.set_coarse_tokens(coarse)
         picks = self.sampler.sample(epoch)
         info = self.sampler.info()
         rows: dict[int, dict] = {}
@@ -230,8 +257,9 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.step += 1
         self.scheduler.step_update(self.step)
+        tokens = ("coarse" if coarse else "fine") if cfg.retokenize is not None else ""
         return [{"step": self.step, "epoch": epoch, "lr": lr, "level": info.get("level", ""), "banks": info.get("banks", ""),
-                 **r, "skipped": int(not finite)} for r in rows.values()]
+                 **r, "skipped": int(not finite), "tokens": tokens} for r in rows.values()]
 
     def _all_finite(self, t: torch.Tensor) -> bool:
         ok = torch.isfinite(t).all().to(torch.float32)
@@ -264,15 +292,16 @@ class Trainer:
         """Held-out accuracy of the smallest, largest and fixed random subnets, each after BN
         recalibration, on a copy of the (EMA) supernet so training state is untouched."""
         model = copy.deepcopy(self.ema.module if self.ema is not None else self.supernet)
+        if self.cfg.retokenize is not None:
+            model.set_coarse_tokens(False)  # networks are evaluated as they will be used: fine tokens
         rows = []
         for role, arch in self.eval_archs:
             t = time.perf_counter()
             acc, loss = evaluate_subnet(model, arch, self.data, self.cfg.bn_batches, CALIBRATION_BATCH, self.device,
                                         limit=self.cfg.eval_images)
-            v = self.space.values(np.asarray([arch.genome]))
             rows.append({"step": self.step, "epoch": (self.step - 1) // self.steps_per_epoch, "role": role,
                          "arch_id": arch.id, "macs_m": float(self.space.cost(np.asarray([arch.genome]))["macs"][0]) / 1e6,
-                         "resolution": int(v["res"][0]), "accuracy": acc, "loss": loss,
+                         "resolution": self.space.input_resolution(arch), "accuracy": acc, "loss": loss,
                          "seconds": round(time.perf_counter() - t, 2)})
         self.last_eval = rows
         return rows

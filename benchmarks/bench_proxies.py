@@ -1,0 +1,94 @@
+"""Training-free proxies: rank correlation on NAS-Bench-201 against published values, and cost.
+
+    python benchmarks/bench_proxies.py correlation [--n 1000] [--out DIR]   # resumable with --out
+    python benchmarks/bench_proxies.py throughput [--n 5]
+
+1. ``correlation``: scores N NB201 architectures (sampled with seed 0) with each proxy on the
+   shipped CIFAR-10 mini-batch (20 real test images) and prints Spearman and Kendall against the
+   benchmark's 200-epoch CIFAR-10 test accuracy (../shared/data/nb201), next to the published
+   values (Abdelfattah et al., ICLR 2021, over all 15,625 cells, batch 64 training images).
+2. ``throughput``: milliseconds per architecture for each proxy on nb201 (32 px), elasticvit-tiny
+   (resized to the arch's 32-64 px) and elasticvit (224 px batch, arch's own resolution).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TRUTH = REPO.parent / "shared" / "data" / "nb201" / "nb201_cifar10_test_acc.csv"
+PUBLISHED = {"synflow": 0.737, "jacob_cov": 0.731, "snip": 0.596, "grad_norm": 0.594, "grasp": 0.514, "fisher": 0.360,
+             "naswot": 0.78, "params": 0.75, "macs": 0.75}
+PUBLISHED_SRC = {"naswot": "Mellor et al. 2021, batch 128", "params": "EZNAS note", "macs": "EZNAS note"}
+CORR_PROXIES = "synflow,jacob_cov,snip,grad_norm,grasp,fisher,naswot,zen,dss,params,macs"
+
+
+def correlation(n: int, out: Path | None, proxies: str) -> None:
+    from nas.proxy_report import ProxyReportConfig, parse_proxy_list, run_report
+    from nas.runs import write_atomic
+
+    if not TRUTH.exists():
+        sys.exit(f"needs the NB201 ground truth at {TRUTH}")
+    cfg = ProxyReportConfig(space="nb201", n=n, proxies=parse_proxy_list(proxies), seed=0, threads=2,
+                            truth=str(TRUTH)).validate()
+    out = out or Path(tempfile.mkdtemp(prefix="bench-proxies-"))
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "config.toml").exists():
+        write_atomic(out / "config.toml", cfg.to_toml())
+    t = time.perf_counter()
+    rep = run_report(cfg, out, progress=True)
+    print(f"NB201 CIFAR-10: {n} architectures (seed 0), proxies on 20 real CIFAR-10 test images; "
+          f"{time.perf_counter() - t:.0f} s this run; report in {out}")
+    print(f"{'proxy':>18} {'spearman':>9} {'kendall':>8} {'published rho':>14}  gap")
+    for c in rep.correlations:
+        pub = PUBLISHED.get(c["proxy"])
+        gap = f"{c['spearman'] - pub:+.3f}" if pub is not None else ""
+        src = f"  ({PUBLISHED_SRC[c['proxy']]})" if c["proxy"] in PUBLISHED_SRC else ""
+        print(f"{c['proxy']:>18} {c['spearman']:>9.3f} {c['kendall']:>8.3f} {pub if pub is not None else '-':>14}  {gap}{src}")
+
+
+def throughput(n: int) -> None:
+    import numpy as np
+
+    from nas.proxies import proxy_names
+    from nas.scorers import ProxyScorer
+    from nas.spaces import get_space
+
+    for name in ("nb201", "elasticvit-tiny", "elasticvit"):
+        space = get_space(name)
+        genomes = space.sample(np.random.default_rng(0), n)
+        print(f"{name}: ms per architecture (mean of {n} sampled archs, 2 threads, fresh model each)")
+        for p in proxy_names():
+            if name == "elasticvit" and p == "linear_regions":
+                print(f"{p:>18} {'(skipped: 3,000 forwards at up to 256 px)':>10}")
+                continue
+            sc = ProxyScorer(space, p, 0, 2)
+            sc(genomes[0])  # warm-up: imports, batch loading, kernel caches
+            t = time.perf_counter()
+            err = ""
+            for g in genomes:
+                try:
+                    sc(g)
+                except Exception as e:
+                    err = f"  fails: {type(e).__name__}: {str(e)[:60]}"
+            print(f"{p:>18} {1e3 * (time.perf_counter() - t) / n:>10.1f}{err}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["correlation", "throughput"])
+    ap.add_argument("--n", type=int)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--proxies", default=CORR_PROXIES)
+    a = ap.parse_args()
+    if a.what == "correlation":
+        correlation(a.n or 1000, a.out, a.proxies)
+    else:
+        throughput(a.n or 5)
+
+
+if __name__ == "__main__":
+    main()

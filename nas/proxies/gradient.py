@@ -1,0 +1,113 @@
+"""The zero-cost proxies of Abdelfattah et al. ("Zero-Cost Proxies for Lightweight NAS", ICLR 2021),
+as their reference code (SamsungLabs/zero-cost-nas) computes them on one labelled mini-batch.
+
+Shared conventions: the model is in train mode (BatchNorm uses batch statistics), the loss is
+cross-entropy, and per-layer scores are summed over every Conv/Linear weight. ``synflow`` is
+data-free: |W| network, float64, all-ones input of the batch's image shape, BatchNorm in eval
+mode -- a freshly initialised BN is then the identity (up to 1/sqrt(1 + 1e-5)), which stands in
+for the reference's rebuilding of the network without BN (``bn=False``) on any model.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nas.proxies import PROXIES
+from nas.proxies.common import ProxyData, weighted_layers
+
+
+def _loss(model: nn.Module, data: ProxyData) -> torch.Tensor:
+    model.train()
+    return F.cross_entropy(model(data.images), data.labels)
+
+
+@PROXIES.register("grad_norm")
+def grad_norm(model: nn.Module, data: ProxyData) -> float:
+    """Sum over Conv/Linear layers of the L2 norm of the loss gradient w.r.t. the layer's weight."""
+    model.zero_grad()
+    _loss(model, data).backward()
+    return float(sum(m.weight.grad.norm() for m in weighted_layers(model) if m.weight.grad is not None))
+
+
+@PROXIES.register("snip")
+def snip(model: nn.Module, data: ProxyData) -> float:
+    """SNIP saliency: sum |dL/dW * W| (the gradient w.r.t. a multiplicative mask at 1)."""
+    model.zero_grad()
+    _loss(model, data).backward()
+    return float(sum((m.weight.grad * m.weight.detach()).abs().sum() for m in weighted_layers(model) if m.weight.grad is not None))
+
+
+@PROXIES.register("grasp")
+def grasp(model: nn.Module, data: ProxyData) -> float:
+    """GraSP: sum -W * (H g), with g the loss gradient and H the Hessian (double backprop, T = 1)."""
+    weights = [m.weight for m in weighted_layers(model)]
+    g = torch.autograd.grad(_loss(model, data), weights, allow_unused=True)
+    g_f = torch.autograd.grad(_loss(model, data), weights, create_graph=True, allow_unused=True)
+    z = sum((a.detach() * b).sum() for a, b in zip(g, g_f) if a is not None and b is not None)
+    if not isinstance(z, torch.Tensor) or not z.requires_grad:
+        return 0.0
+    hg = torch.autograd.grad(z, weights, allow_unused=True)
+    return float(sum((-w.detach() * h).sum() for w, h in zip(weights, hg) if h is not None))
+
+
+@PROXIES.register("fisher")
+def fisher(model: nn.Module, data: ProxyData) -> float:
+    """Channel-level Fisher information: for every Conv/Linear output a, sum over channels of
+    1/2 * mean over the batch of (sum over positions of a * dL/da)^2."""
+    acts: list[torch.Tensor] = []
+
+    def keep(_m, _inp, out):
+        out.retain_grad()
+        acts.append(out)
+
+    handles = [m.register_forward_hook(keep) for m in weighted_layers(model)]
+    try:
+        model.zero_grad()
+        _loss(model, data).backward()
+    finally:
+        for h in handles:
+            h.remove()
+    total = 0.0
+    for a in acts:
+        if a.grad is None:
+            continue
+        prod = (a * a.grad).detach()
+        if prod.dim() == 4:  # (B, C, H, W): positions are H x W
+            per = prod.sum((2, 3))
+        elif prod.dim() == 3:  # (B, N, C) tokens
+            per = prod.sum(1)
+        else:  # (B, C)
+            per = prod
+        total += float((0.5 * per.pow(2).mean(0)).sum())
+    return total
+
+
+@PROXIES.register("jacob_cov")
+def jacob_cov(model: nn.Module, data: ProxyData) -> float:
+    """Correlation of per-input Jacobians: J_n = d sum(output_n) / d x_n (one backward of the batch
+    sum); with eigenvalues l of corrcoef(J), score = -sum(log(l + 1e-5) + 1 / (l + 1e-5))."""
+    model.train()
+    x = data.images.clone().requires_grad_(True)
+    model(x).sum().backward()
+    j = x.grad.reshape(len(x), -1).to(torch.float64)
+    corr = torch.corrcoef(j)
+    if not torch.isfinite(corr).all():
+        return float("-inf")  # constant Jacobians: the network ignores its input (e.g. a cut NB201 cell)
+    ev = torch.linalg.eigvalsh(corr)
+    k = 1e-5
+    return float(-(torch.log(ev + k) + 1.0 / (ev + k)).sum())
+
+
+@PROXIES.register("synflow")
+def synflow(model: nn.Module, data: ProxyData) -> float:
+    """SynFlow: with every parameter replaced by its absolute value, R = sum of the outputs on an
+    all-ones input (batch 1, float64); score = sum over Conv/Linear weights of |W * dR/dW|."""
+    model = model.double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.abs_()
+    model.zero_grad()
+    x = torch.ones((1, *data.images.shape[1:]), dtype=torch.float64)
+    model(x).sum().backward()
+    return float(sum((m.weight.detach() * m.weight.grad).abs().sum() for m in weighted_layers(model) if m.weight.grad is not None))

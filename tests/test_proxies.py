@@ -1,0 +1,178 @@
+"""The proxy suite: definitions on small nets, determinism, every proxy on real spaces, the
+ensemble, objectives in their own direction, and the NB201 correlation bound."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import SHARED, nas_cli
+from nas.errors import UserError
+from nas.objectives import parse_objectives
+from nas.proxies import BUILTIN, get_proxy, proxy_goal, proxy_names
+from nas.proxies.common import ProxyData
+from nas.proxies.ensemble import aggregate, correlation
+from nas.scorers import ProxyScorer
+from nas.spaces import get_space
+
+TRUTH = SHARED / "data" / "nb201" / "nb201_cifar10_test_acc.csv"
+
+
+def test_every_documented_proxy_is_registered():
+    for name, info in BUILTIN.items():
+        assert info.goal in ("max", "min") and info.summary and info.source
+        if info.module:
+            fn = get_proxy(name)
+            assert fn.__doc__ or __import__(info.module, fromlist=["x"]).__doc__
+    assert {"grad_norm", "snip", "grasp", "fisher", "jacob_cov", "synflow", "naswot", "zen", "ntk",
+            "length_distortion", "linear_regions", "dss", "params", "macs"} <= set(proxy_names())
+
+
+@pytest.mark.parametrize("space_name", ["nb201", "elasticvit-tiny"])
+def test_every_proxy_is_deterministic_and_tells_archs_apart(space_name):
+    space = get_space(space_name)
+    g = space.sample(np.random.default_rng(3), 2)
+    if space_name == "nb201":  # two cells without 'none' edges, so no proxy sees a cut network
+        g = space.genomes([space.from_string("|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_3x3~1|skip_connect~2|"),
+                           space.from_string("|nor_conv_1x1~0|+|skip_connect~0|nor_conv_3x3~1|+|nor_conv_3x3~0|skip_connect~1|nor_conv_1x1~2|")])
+    for p in proxy_names():
+        if p in ("linear_regions", "grasp") and space_name != "nb201":
+            continue  # slow on ViTs; covered on nb201
+        sc = ProxyScorer(space, p, seed=0, threads=1)
+        a, b = sc(g[0])[sc.column], sc(g[1])[sc.column]
+        assert sc(g[0])[sc.column] == a, p
+        assert not math.isnan(a) and a != b, p
+
+
+def test_synflow_by_hand():
+    # f(x) = w2 . relu(W1 x), all weights positive: R = w2 . W1 1 and |W * dR/dW| sums to 2R
+    net = nn.Sequential(nn.Linear(2, 2, bias=False), nn.ReLU(), nn.Linear(2, 1, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, -2.0], [3.0, 4.0]]))
+        net[2].weight.copy_(torch.tensor([[-0.5, 2.0]]))
+    data = ProxyData(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), 1)
+    r = 0.5 * (1 + 2) + 2.0 * (3 + 4)
+    assert get_proxy("synflow")(net, data) == pytest.approx(2 * r)
+
+
+class Linear(nn.Module):
+    """f(x) = A x on flattened inputs, with the pooled-feature hook the proxies read."""
+
+    def __init__(self, a):
+        super().__init__()
+        self.weight = nn.Parameter(a)
+
+    def forward_pooled(self, x):
+        return x.flatten(1) @ self.weight.t()
+
+    forward = forward_pooled
+
+
+def test_length_distortion_of_an_isometry_is_the_circle_length():
+    d = 12
+    q, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))
+    data = ProxyData(torch.zeros(4, 3, 2, 2), torch.zeros(4, dtype=torch.long), 1)
+    # unit circle, speed 1 at each of 10 points; an orthogonal map keeps it; a scale s multiplies it
+    assert get_proxy("length_distortion")(Linear(q.float()), data) == pytest.approx(10.0, rel=1e-5)
+    assert get_proxy("length_distortion")(Linear(3 * q.float()), data) == pytest.approx(30.0, rel=1e-5)
+
+
+def test_ntk_condition_number_of_a_linear_model():
+    # R_n = sum_j (A x_n)_j: J_n = 1 x_n^T, Theta = D (X X^T) with D = output width
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    data = ProxyData(x, torch.zeros(2, dtype=torch.long), 1)
+    assert get_proxy("ntk")(Linear(torch.randn(3, 2)), data) == pytest.approx(4.0)
+
+
+def test_linear_regions_counts_patterns():
+    # one ReLU unit on a 1-channel 1x1 input: two regions (x < 0, x > 0)
+    class One(nn.Module):
+        in_channels, min_input_size = 1, 1
+
+        def __init__(self):
+            super().__init__()
+            self.act = nn.ReLU()
+
+        def forward(self, x):
+            return self.act(x.flatten(1))
+
+    data = ProxyData(torch.zeros(1, 1, 1, 1), torch.zeros(1, dtype=torch.long), 1)
+    assert get_proxy("linear_regions")(One(), data) == 2.0
+
+
+def test_ensemble_methods():
+    a = np.array([1.0, 2.0, 3.0, 4.0])
+    b = np.array([4.0, 3.0, 2.0, 1.0])  # lower is better for b: agrees with a
+    c = np.array([0.0, 9.0, np.nan, 1.0])
+    goals = {"a": "max", "b": "min", "c": "max"}
+    assert aggregate({"a": a, "b": b}, goals, "ranksum").tolist() == [2, 4, 6, 8]
+    assert np.argsort(aggregate({"a": a, "b": b}, goals, "logrank")).tolist() == [0, 1, 2, 3]
+    vote = aggregate({"a": a, "b": b, "c": c}, goals, "vote")
+    assert vote.tolist() == [-3, -1, 1, 3]  # Copeland: wins - losses of pairwise majorities (c alone never wins)
+    with pytest.raises(UserError, match="did you mean 'vote'"):
+        aggregate({"a": a}, goals, "vot")
+    rho, tau, n = correlation(b, a, "min")  # lower b goes with higher accuracy
+    assert (rho, tau, n) == (pytest.approx(1.0), pytest.approx(1.0), 4)
+
+
+def test_proxy_objectives_follow_the_proxy_direction():
+    objs, est = parse_objectives("ntk,macs", [], proxy_names())
+    assert est == "ntk" and objs[0].goal == "min" and proxy_goal("synflow") == "max"
+    with pytest.raises(UserError, match="did you mean 'synflow'"):
+        parse_objectives("synflw,macs", [], proxy_names())
+
+
+def test_analytic_proxies_need_no_model():
+    space = get_space("nb201")
+    g = space.genomes([space.presets()["all-conv3x3"]])[0]
+    assert ProxyScorer(space, "params", 0, 1)(g) == {"proxy_params": 1531546.0}
+
+
+@pytest.mark.skipif(not TRUTH.exists(), reason="needs ../shared/data/nb201")
+def test_nb201_synflow_correlation_on_200_archs():
+    """A smaller version of benchmarks/bench_proxies.py: published Spearman 0.737 (all 15,625)."""
+    import pandas as pd
+
+    space = get_space("nb201")
+    df = pd.read_csv(TRUTH)
+    rows = np.random.default_rng(0).choice(len(df), 200, replace=False)
+    genomes = space.genomes([space.from_string(s) for s in df["arch"].iloc[rows]])
+    sc = ProxyScorer(space, "synflow", seed=0, threads=2)
+    scores = np.array([sc(g)["proxy_synflow"] for g in genomes])
+    rho, tau, n = correlation(scores, df["cifar10_test_acc_200ep"].to_numpy()[rows])
+    assert n == 200 and abs(rho - 0.737) < 0.1 and tau > 0.45
+
+
+@pytest.mark.skipif(not TRUTH.exists(), reason="needs ../shared/data/nb201")
+def test_proxies_report_cli_with_truth_and_resume(tmp_path):
+    out = tmp_path / "rep"
+    args = ["proxies", "--space", "nb201", "--n", "12", "--proxies", "synflow,params,naswot", "--truth", str(TRUTH),
+            "--out", str(out), "--no-progress", "--json"]
+    r = nas_cli(*args)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    summary = json.loads(r.stdout)
+    assert {c["proxy"] for c in summary["correlations"]} == {"synflow", "params", "naswot", "ensemble_ranksum"}
+    lines = (out / "scores.jsonl").read_text().splitlines()
+    assert len(lines) == 12 and (out / "correlations.png").stat().st_size > 0
+    header = (out / "proxies.csv").read_text().splitlines()[0].split(",")
+    assert header[:5] == ["arch_id", "synflow", "params", "naswot", "ensemble_ranksum"] and "arch" in header
+    # a report cut short resumes: drop 5 records and run again; only those 5 are scored
+    (out / "scores.jsonl").write_text("\n".join(lines[:7]) + "\n" + lines[7][:20])
+    r = nas_cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert (out / "scores.jsonl").read_text().count("\n") == 12 + 1 - 1 or len((out / "scores.jsonl").read_text().splitlines()) == 13
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--proxies", "synflw"], "did you mean 'synflow'"),
+    (["--ensemble", "votes"], "did you mean 'vote'"),
+    (["--n", "1"], "at least 2"),
+    (["--truth", "/nonexistent.csv"], "no such file"),
+])
+def test_proxies_cli_bad_input(tmp_path, args, message):
+    r = nas_cli("proxies", "--space", "nb201", "--out", str(tmp_path / "x"), *args)
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
