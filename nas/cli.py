@@ -83,8 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--strategy", default=SearchConfig.strategy,
                    help="nsga2 (pymoo), optuna-nsga2, optuna-tpe, evolution, random, or asvit (As-ViT seed search + "
                         "auto-scaling; --budget = REINFORCE steps)")
-    s.add_argument("--budget", type=int, default=SearchConfig.budget,
-                   help=f"architectures to evaluate (default {SearchConfig.budget}: minutes on 2 cores with naswot)")
+    s.add_argument("--budget", type=int, default=None,
+                   help=f"architectures to evaluate (default {SearchConfig.budget}: minutes on 2 cores with naswot); "
+                        "with --strategy asvit, REINFORCE steps (default: the space's reinforce_steps)")
     s.add_argument("--population", type=int, default=SearchConfig.population,
                    help=f"population / batch size (default {SearchConfig.population})")
     s.add_argument("--seed", type=int, default=0)
@@ -226,14 +227,15 @@ def _default_proxies() -> tuple[str, ...]:
 
 
 def cmd_proxies(a: argparse.Namespace) -> str:
-    from nas.proxy_report import ProxyReportConfig, format_table, parse_proxy_list, run_report
+    from nas.proxy_report import ProxyReportConfig, format_table, parse_proxy_list, prepare_report, run_report
     from nas.runs import locked, new_run_dir, write_atomic
     from nas.spaces import get_space
 
     cfg = ProxyReportConfig(space=a.space, n=a.n, proxies=parse_proxy_list(a.proxies), seed=a.seed, threads=a.threads,
                             ensemble=a.ensemble, supernet=a.supernet, truth=a.truth).validate()
-    space = get_space(cfg.space)
     cfg = cfg.absolute()
+    prepared = prepare_report(cfg)  # truth file, supernet: checked before a directory exists
+    space = prepared.space
     if a.out is not None and (a.out / "config.toml").exists():
         old = ProxyReportConfig.from_toml(a.out / "config.toml")
         if old != cfg:
@@ -243,7 +245,7 @@ def cmd_proxies(a: argparse.Namespace) -> str:
         run_dir = new_run_dir(cfg, a.out, f"proxies-{space.name}")
     with locked(run_dir):
         print(f"report directory: {run_dir}", file=sys.stderr)
-        rep = run_report(cfg, run_dir, progress=not a.no_progress)
+        rep = run_report(cfg, run_dir, progress=not a.no_progress, prepared=prepared)
     if a.json:
         return json.dumps(rep.summary(), indent=2)
     lines = [f"scored {len(rep.ids)} architectures with {len(cfg.proxies)} proxies ({rep.failed} failed scores) "
@@ -266,7 +268,8 @@ def cmd_search(a: argparse.Namespace) -> str | None:
     devices = _devices(a.device)
     cfg = SearchConfig(space=a.space, devices=devices,
                        objectives=a.objectives or default_objectives(a.supernet is not None, bool(devices)),
-                       strategy=a.strategy, budget=a.budget, population=a.population, seed=a.seed,
+                       strategy=a.strategy, budget=a.budget if a.budget is not None else SearchConfig.budget,
+                       population=a.population, seed=a.seed,
                        max_latency=a.max_latency, max_macs=a.max_macs, max_params=a.max_params, threads=a.threads,
                        supernet=a.supernet, ray=a.ray, workers=a.workers, gpus_per_worker=a.gpus_per_worker)
     session = prepare(cfg)  # every input check happens before anything is written
@@ -289,11 +292,20 @@ def _search_asvit(a: argparse.Namespace, run_dir: Path | None = None, cfg: Searc
         if a.device or a.supernet or a.objectives not in (None, "ntk,length_distortion"):
             raise UserError("--strategy asvit optimises its own two measures (ntk, length_distortion): "
                             "drop --device/--supernet/--objectives")
-        cfg = SearchConfig(space=a.space, objectives="ntk,length_distortion", strategy="asvit", budget=a.budget,
-                           seed=a.seed, threads=a.threads).validate()
+        space = get_space(a.space)
+        if space.family != "asvit":
+            raise UserError(f"--strategy asvit needs an As-ViT space (e.g. asvit), not {space.name!r}")
+        steps = a.budget if a.budget is not None else int(space.scaling.get("reinforce_steps", 500))
+        path = Path(a.space)
+        cfg = SearchConfig(space=str(path.resolve()) if a.space.endswith(".toml") and path.exists() else a.space,
+                           objectives="ntk,length_distortion", strategy="asvit", budget=steps, seed=a.seed,
+                           threads=a.threads, fingerprints={"space": space.fingerprint}).validate()
     space = get_space(cfg.space)
     if space.family != "asvit":
         raise UserError(f"--strategy asvit needs an As-ViT space (e.g. asvit), not {space.name!r}")
+    if cfg.fingerprints.get("space", space.fingerprint) != space.fingerprint:
+        raise UserError(f"cannot resume: space {space.name!r} changed since the run started (its measurements would "
+                        "not mean the same); start a new run")
     from contextlib import nullcontext
 
     fresh = run_dir is None  # `nas resume` already holds the run's lock

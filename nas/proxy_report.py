@@ -121,9 +121,10 @@ def read_truth(spec: str, space) -> tuple[dict[str, float], str]:
         raise UserError(f"--truth {path}: needs an 'arch' column (columns: {', '.join(df.columns)})")
     if not column:
         numeric = [c for c in df.columns if c != "arch" and pd.api.types.is_float_dtype(df[c])]
-        if not numeric:
-            raise UserError(f"--truth {path}: no accuracy column; name it as {path}:COLUMN")
-        column = numeric[-1]
+        if len(numeric) != 1:
+            found = f"candidates: {', '.join(numeric)}" if numeric else "no column of decimals"
+            raise UserError(f"--truth {path}: say which column is the accuracy, as {path}:COLUMN ({found})")
+        column = numeric[0]
     if column not in df.columns:
         from nas.registry import did_you_mean
 
@@ -131,9 +132,13 @@ def read_truth(spec: str, space) -> tuple[dict[str, float], str]:
     out = {}
     for line, (arch, acc) in enumerate(zip(df["arch"], df[column]), start=2):
         try:
-            out[space.parse_arch(arch).id] = float(acc)
+            ident = space.parse_arch(arch).id
         except UserError as e:
             raise UserError(f"--truth {path}, line {line}, field arch: {e}") from None
+        try:
+            out[ident] = float(acc)
+        except (TypeError, ValueError):
+            raise UserError(f"--truth {path}, line {line}, field {column}: {acc!r} is not a number") from None
     return out, column
 
 
@@ -153,10 +158,18 @@ class ProxyReport:
                 "correlations": self.correlations}
 
 
-def run_report(cfg: ProxyReportConfig, run_dir: Path, *, progress: bool = True) -> ProxyReport:
-    from nas.proxies import proxy_goal
-    from nas.proxies.ensemble import aggregate, correlation
-    from nas.scorers import ProxyScorer, SupernetScorer
+@dataclass
+class Prepared:
+    """Everything of a report that can fail on user input, checked before anything is written."""
+
+    space: Any
+    truth: dict[str, float] | None
+    truth_col: str | None
+    supernet: Any
+
+
+def prepare_report(cfg: ProxyReportConfig) -> Prepared:
+    from nas.scorers import SupernetScorer
     from nas.spaces import get_space
 
     space = get_space(cfg.space)
@@ -164,6 +177,16 @@ def run_report(cfg: ProxyReportConfig, run_dir: Path, *, progress: bool = True) 
     sup = SupernetScorer(space, cfg.supernet, cfg.threads) if cfg.supernet else None
     if sup is not None:
         sup.check()
+    return Prepared(space, truth, truth_col, sup)
+
+
+def run_report(cfg: ProxyReportConfig, run_dir: Path, *, progress: bool = True, prepared: Prepared | None = None) -> ProxyReport:
+    from nas.proxies import proxy_goal
+    from nas.proxies.ensemble import aggregate, correlation
+    from nas.scorers import ProxyScorer
+
+    p = prepared or prepare_report(cfg)
+    space, truth, truth_col, sup = p.space, p.truth, p.truth_col, p.supernet
     scorers = {p: ProxyScorer(space, p, cfg.seed, cfg.threads) for p in cfg.proxies}
     genomes = sample_unique(space, cfg.n, cfg.seed)
     ids = space.ids(genomes)
@@ -227,18 +250,13 @@ def run_report(cfg: ProxyReportConfig, run_dir: Path, *, progress: bool = True) 
 
 
 def _read_done(path: Path) -> dict[str, dict]:
+    from nas.runs import read_records
+
     done: dict[str, dict] = {}
-    if not path.exists():
-        return done
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for k, line in enumerate(lines, start=1):
-        try:
-            rec = json.loads(line)
-            done[rec["id"]] = rec
-        except (json.JSONDecodeError, KeyError):
-            if k == len(lines):  # a line cut by a crash: drop it, its architecture is scored again
-                continue
-            raise UserError(f"{path}, line {k}: not a scores record") from None
+    for rec in read_records(path, "scores"):
+        if "id" not in rec or "scores" not in rec:
+            raise UserError(f"{path}: a record without 'id' and 'scores'; is this a `nas proxies` report?")
+        done[rec["id"]] = rec
     return done
 
 

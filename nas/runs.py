@@ -50,3 +50,32 @@ def locked(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def read_records(path: Path, what: str) -> list[dict]:
+    """The JSON records of an append-only log, one per line. A torn last line (a write cut by a
+    crash) is dropped and cut from the file, so the next append starts on a line of its own; a
+    corrupt line anywhere else is an error naming file and line."""
+    import json
+
+    if not path.exists():
+        return []
+    out, good = [], 0
+    with path.open("rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    for lineno, raw in enumerate(lines[:-1], start=1):  # the part after the last newline is incomplete
+        try:
+            rec = json.loads(raw)
+            if not isinstance(rec, dict):
+                raise ValueError("not an object")
+        except ValueError as e:
+            if lineno == len(lines) - 1 and not lines[-1]:
+                break  # a last complete line that does not parse: torn mid-write, drop it too
+            raise UserError(f"{path}:{lineno}: not a {what} record ({e}); fix or delete that line") from None
+        out.append(rec)
+        good += len(raw) + 1
+    if good < len(data):
+        with path.open("r+b") as f:
+            f.truncate(good)
+    return out

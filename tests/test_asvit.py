@@ -97,12 +97,14 @@ def test_seed_search_and_scaling_grow_monotonically_and_resume(tmp_path):
     family = (out / "family.csv").read_text()
     # resume after a crash that lost the last measurements: the same family, only those re-measured
     lines = (out / "measures.jsonl").read_text().splitlines()
-    (out / "measures.jsonl").write_text("\n".join(lines[: len(lines) // 2]) + "\n")
+    half = len(lines) // 2
+    (out / "measures.jsonl").write_text("\n".join(lines[:half]) + "\n" + lines[half][:15])  # torn mid-write
     (out / "family.csv").unlink()
     r = nas_cli("resume", str(out), "--no-progress", "--json")
     assert r.returncode == 0, r.stderr
     assert (out / "family.csv").read_text() == family
-    assert json.loads(r.stdout)["measured"] == len(lines) - len(lines) // 2
+    assert json.loads(r.stdout)["measured"] == len(lines) - half
+    assert all(json.loads(x) for x in (out / "measures.jsonl").read_text().splitlines())
     # the same seed in a new run gives the same family
     r = nas_cli(*[a if a != str(out) else str(tmp_path / "again") for a in args])
     assert r.returncode == 0 and (tmp_path / "again" / "family.csv").read_text() == family
@@ -150,3 +152,27 @@ def test_retokenize_bad_input(tmp_path):
                       (["--space", "asvit-tiny", "--arch", "sed"], "did you mean 'seed'")]:
         r = nas_cli("train", *args, "--data", "fashion-mnist", "--steps", "3", "--out", str(tmp_path / "x"))
         assert r.returncode == 2 and msg in r.stderr, (args, r.stderr)
+
+
+def test_non_finite_measures_cannot_break_the_policy_or_the_scaling():
+    """A singular NTK (+inf) or a NaN length distortion counts as the worst seen (As-ViT's "bad")."""
+    import math
+
+    from nas.search.asvit import finite_measures, reinforce, scale
+
+    space = get_space("asvit-tiny")
+    calls = []
+
+    def measures(arch, role):  # synthetic values: every third network is "bad"
+        calls.append(arch.id)
+        h = int(arch.id[-6:], 16)
+        if len(calls) % 3 == 0:
+            return {"ntk": math.inf, "length_distortion": math.nan}
+        return {"ntk": 10.0 + h % 97, "length_distortion": 1.0 + h % 89}
+
+    seed_arch, trace = reinforce(space, measures, 0, 30, space.scaling, False)
+    assert len(trace) == 30 and all(math.isfinite(t["reward"]) and math.isfinite(t["baseline"]) for t in trace)
+    family = scale(space, measures, seed_arch, space.scaling, False)
+    assert len(family) > 2 and [r["params"] for r in family] == sorted(r["params"] for r in family)
+    assert finite_measures({"ntk": math.inf, "length_distortion": math.nan},
+                           {"ntk": [3.0, 5.0], "length_distortion": [2.0, 1.0]}) == {"ntk": 5.0, "length_distortion": 1.0}

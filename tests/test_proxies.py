@@ -1,5 +1,6 @@
 """The proxy suite: definitions on small nets, determinism, every proxy on real spaces, the
 ensemble, objectives in their own direction, and the NB201 correlation bound."""
+import json
 import math
 
 import numpy as np
@@ -97,8 +98,31 @@ def test_linear_regions_counts_patterns():
         def forward(self, x):
             return self.act(x.flatten(1))
 
-    data = ProxyData(torch.zeros(1, 1, 1, 1), torch.zeros(1, dtype=torch.long), 1)
-    assert get_proxy("linear_regions")(One(), data) == 2.0
+    data = ProxyData(torch.tensor([-1.0, 1.0]).reshape(2, 1, 1, 1), torch.zeros(2, dtype=torch.long), 1)
+    assert get_proxy("linear_regions")(One(), data) == 2.0  # crops of the two images fall on both sides
+
+
+def test_fisher_reads_channels_of_token_outputs_on_the_last_axis():
+    class Tokens(nn.Module):  # (B, N, 3) tokens -> Linear -> (B, N, 4) -> mean -> classifier
+        def __init__(self):
+            super().__init__()
+            self.fc, self.head = nn.Linear(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.fc(x).mean(1))
+
+    torch.manual_seed(0)
+    net, x, y = Tokens(), torch.randn(5, 6, 3), torch.tensor([0, 1, 0, 1, 1])
+    a = net.fc(x)
+    a.retain_grad()
+    torch.nn.functional.cross_entropy(net.head(a.mean(1)), y).backward()
+    per = (a * a.grad).sum(1)  # (B, C): positions summed, channels on the last axis
+    by_hand = float((0.5 * per.pow(2).mean(0)).sum())
+    h = net.head(net.fc(x).mean(1))  # the classifier's own term, (B, 2)
+    hp = h.detach().requires_grad_(True)
+    torch.nn.functional.cross_entropy(hp, y).backward()
+    by_hand += float((0.5 * (hp * hp.grad).pow(2).mean(0)).sum())
+    assert get_proxy("fisher")(net, ProxyData(x, y, 2)) == pytest.approx(by_hand, rel=1e-5)
 
 
 def test_ensemble_methods():
@@ -151,19 +175,31 @@ def test_proxies_report_cli_with_truth_and_resume(tmp_path):
             "--out", str(out), "--no-progress", "--json"]
     r = nas_cli(*args)
     assert r.returncode == 0, r.stderr
-    import json
-
     summary = json.loads(r.stdout)
     assert {c["proxy"] for c in summary["correlations"]} == {"synflow", "params", "naswot", "ensemble_ranksum"}
     lines = (out / "scores.jsonl").read_text().splitlines()
     assert len(lines) == 12 and (out / "correlations.png").stat().st_size > 0
     header = (out / "proxies.csv").read_text().splitlines()[0].split(",")
     assert header[:5] == ["arch_id", "synflow", "params", "naswot", "ensemble_ranksum"] and "arch" in header
-    # a report cut short resumes: drop 5 records and run again; only those 5 are scored
+    # a report cut mid-write resumes: 7 records and a torn one are kept; only the other 5 are scored
     (out / "scores.jsonl").write_text("\n".join(lines[:7]) + "\n" + lines[7][:20])
     r = nas_cli(*args)
     assert r.returncode == 0, r.stderr
-    assert (out / "scores.jsonl").read_text().count("\n") == 12 + 1 - 1 or len((out / "scores.jsonl").read_text().splitlines()) == 13
+    recs = [json.loads(x) for x in (out / "scores.jsonl").read_text().splitlines()]  # every line whole
+    assert len(recs) == 12 and [x["id"] for x in recs[:7]] == [json.loads(x)["id"] for x in lines[:7]]
+    assert sorted(x["id"] for x in recs) == sorted(json.loads(x)["id"] for x in lines)
+    r = nas_cli(*args)  # and once more: nothing to do, nothing appended
+    assert r.returncode == 0 and len((out / "scores.jsonl").read_text().splitlines()) == 12
+
+
+def test_truth_file_errors_name_the_line_and_write_nothing(tmp_path):
+    bad = tmp_path / "truth.csv"
+    bad.write_text("arch,acc\n|none~0|+|none~0|none~1|+|none~0|none~1|none~2|,high\n")
+    r = nas_cli("proxies", "--space", "nb201", "--truth", f"{bad}:acc", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "line 2, field acc" in r.stderr and not (tmp_path / "x").exists()
+    bad.write_text("arch,acc\n|none~0|+|none~0|none~1|,0.5\n")
+    r = nas_cli("proxies", "--space", "nb201", "--truth", f"{bad}:acc", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "line 2, field arch" in r.stderr and not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize("args,message", [

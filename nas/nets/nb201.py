@@ -79,6 +79,20 @@ class ResBlock(nn.Module):
         return self.downsample(x) + self.conv_b(self.conv_a(x))
 
 
+class ThinCell(nn.Module):
+    """TE-NAS's network for counting linear regions on NB201: the cell alone at 1 channel (no
+    stem, no reduction blocks, one cell), on 1-channel inputs."""
+
+    in_channels, min_input_size = 1, 3
+
+    def __init__(self, ops: Sequence[str]):
+        super().__init__()
+        self.cell = Cell(ops, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W) -> (B, H * W)
+        return self.cell(x).flatten(1)
+
+
 class NB201Net(nn.Module):
     def __init__(self, ops: Sequence[str], channels: int = 16, cells: int = 5, num_classes: int = 10, in_channels: int = 3):
         super().__init__()

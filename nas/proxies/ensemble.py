@@ -38,9 +38,16 @@ def aggregate(scores: Mapping[str, np.ndarray], goals: Mapping[str, str], method
         return r.sum(0)
     if method == "logrank":
         return np.log(r / r.shape[1]).sum(0)
-    # vote: for each pair (a, b), +1 per proxy preferring a, -1 per proxy preferring b
-    margin = np.sign(r[:, :, None] - r[:, None, :]).sum(0)  # (N, N)
-    return np.sign(margin).sum(1)
+    # vote: for each pair (a, b), +1 per proxy preferring a, -1 per proxy preferring b; rows in
+    # chunks so memory stays O(chunk * N) (all 15,625 NB201 cells: 15,625^2 pairs)
+    n = r.shape[1]
+    out = np.zeros(n)
+    for lo in range(0, n, 512):
+        margin = np.zeros((min(512, n - lo), n), dtype=np.int32)
+        for p in r:
+            margin += np.sign(p[lo:lo + 512, None] - p[None, :]).astype(np.int32)
+        out[lo:lo + 512] = np.sign(margin).sum(1)
+    return out
 
 
 def correlation(pred: np.ndarray, truth: np.ndarray, goal: str = "max") -> tuple[float, float, int]:

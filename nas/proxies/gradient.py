@@ -54,12 +54,14 @@ def grasp(model: nn.Module, data: ProxyData) -> float:
 @PROXIES.register("fisher")
 def fisher(model: nn.Module, data: ProxyData) -> float:
     """Channel-level Fisher information: for every Conv/Linear output a, sum over channels of
-    1/2 * mean over the batch of (sum over positions of a * dL/da)^2."""
-    acts: list[torch.Tensor] = []
+    1/2 * mean over the images of (sum over positions of a * dL/da)^2. Convolutions put channels
+    on axis 1; linear layers on the last axis, with any windows or tokens before it (As-ViT's
+    windowed attention runs on (B * windows, tokens, C)) folded into the image's positions."""
+    acts: list[tuple[torch.Tensor, bool]] = []
 
-    def keep(_m, _inp, out):
+    def keep(m, _inp, out):
         out.retain_grad()
-        acts.append(out)
+        acts.append((out, isinstance(m, nn.Linear)))
 
     handles = [m.register_forward_hook(keep) for m in weighted_layers(model)]
     try:
@@ -68,17 +70,13 @@ def fisher(model: nn.Module, data: ProxyData) -> float:
     finally:
         for h in handles:
             h.remove()
+    b = data.images.shape[0]
     total = 0.0
-    for a in acts:
+    for a, linear in acts:
         if a.grad is None:
             continue
         prod = (a * a.grad).detach()
-        if prod.dim() == 4:  # (B, C, H, W): positions are H x W
-            per = prod.sum((2, 3))
-        elif prod.dim() == 3:  # (B, N, C) tokens
-            per = prod.sum(1)
-        else:  # (B, C)
-            per = prod
+        per = prod.reshape(b, -1, prod.shape[-1]).sum(1) if linear else prod.reshape(b, prod.shape[1], -1).sum(2)
         total += float((0.5 * per.pow(2).mean(0)).sum())
     return total
 

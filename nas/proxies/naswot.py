@@ -8,6 +8,9 @@ the network separates the inputs into more distinct linear regions at initialisa
 For hybrid nets we take codes at the input of every activation module (ReLU, Hardswish, GELU,
 ...): for Hardswish and GELU, x > 0 is the boundary of the positive linear piece, the analogue of
 ReLU's code. Softmax and sigmoid gates are not rectifiers and are skipped.
+
+Deviation: BatchNorm runs in eval mode (Mellor et al. run train mode), so that an image's code
+depends on that image and the weights only, not on the rest of the batch.
 """
 from __future__ import annotations
 

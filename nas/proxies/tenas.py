@@ -2,17 +2,16 @@
 Hours: A Theoretically Inspired Perspective", ICLR 2021; VITA-Group/TENAS
 ``lib/procedures/linear_region_counter.py``): the number of linear regions the network cuts its
 input space into, estimated as the number of distinct rectifier activation patterns over 3,000
-random N(0, 1) inputs of 3 x 3 pixels (TE-NAS's setting; a model that needs larger inputs can
-set ``min_input_size``, one with other input channels ``in_channels``; models that resize their
-input, like ElasticViT, accept any size).
-
-TE-NAS counts on a *thin* copy of the network (NB201: 1 channel, 1 cell per stage, 1-channel
-input): on a full-width network nearly every input gets its own pattern and the count saturates
-at the number of samples. A space provides that copy through ``build_for_proxy`` (nb201 does);
-other spaces are counted at full width, where the score saturates for wide networks.
+inputs (3 batches of 1,000, the network in train mode as TE-NAS runs it). As in TE-NAS the inputs
+are random 3 x 3 crops of the real images, from one random channel when the network takes one
+channel. TE-NAS counts on a thin copy of the network (NB201: the cell alone at 1 channel, no stem,
+1-channel input); a space provides it through ``build_for_proxy`` (nb201 does). Other spaces are
+counted on the network itself at 3 x 3 inputs (``min_input_size`` can ask for more; networks that
+resize their input, like ElasticViT's, upsample them), where wide networks saturate the count at
+the number of samples: the proxy then says little.
 
 Patterns are the signs of the inputs of every rectifier (ReLU, GELU, Hardswish, ...), as NASWOT
-reads them; BatchNorm in eval mode so that a pattern depends on one input only.
+reads them.
 """
 from __future__ import annotations
 
@@ -26,7 +25,7 @@ from nas.proxies import PROXIES
 from nas.proxies.common import ProxyData, rectifiers
 
 SAMPLES = 3000
-CHUNK = 500
+CHUNK = 1000
 
 
 @PROXIES.register("linear_regions")
@@ -34,7 +33,10 @@ def linear_regions(model: nn.Module, data: ProxyData, samples: int = SAMPLES) ->
     side = int(getattr(model, "min_input_size", 3))
     channels = int(getattr(model, "in_channels", 3))
     g = data.generator(13)
-    model.eval()
+    model.train()
+    images = data.images
+    if images.shape[-1] < side:
+        images = torch.nn.functional.interpolate(images, size=side, mode="bicubic", align_corners=False)
     digests: list[bytes] = []
     current: list[np.ndarray] = []
 
@@ -45,7 +47,7 @@ def linear_regions(model: nn.Module, data: ProxyData, samples: int = SAMPLES) ->
     try:
         with torch.inference_mode():
             for start in range(0, samples, CHUNK):
-                x = torch.randn(min(CHUNK, samples - start), channels, side, side, generator=g)
+                x = _crops(images, min(CHUNK, samples - start), channels, side, g)
                 current.clear()
                 model(x)
                 codes = np.concatenate(current, axis=1) if current else np.zeros((len(x), 0), np.uint8)
@@ -55,3 +57,15 @@ def linear_regions(model: nn.Module, data: ProxyData, samples: int = SAMPLES) ->
         for h in handles:
             h.remove()
     return float(len(set(digests)))
+
+
+def _crops(images: torch.Tensor, n: int, channels: int, side: int, g: torch.Generator) -> torch.Tensor:
+    """n random side x side crops of random images; ``channels`` random channels of each."""
+    b, c, h, w = images.shape
+    idx = torch.randint(0, b, (n,), generator=g)
+    top = torch.randint(0, h - side + 1, (n,), generator=g)
+    left = torch.randint(0, w - side + 1, (n,), generator=g)
+    chans = torch.randint(0, c, (n, channels), generator=g) if channels != c else torch.arange(c).expand(n, c)
+    rows = (top[:, None] + torch.arange(side))[:, None, :, None]
+    cols = (left[:, None] + torch.arange(side))[:, None, None, :]
+    return images[idx[:, None, None, None], chans[:, :, None, None], rows, cols]

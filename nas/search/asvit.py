@@ -19,11 +19,14 @@ Measurements are appended to ``measures.jsonl`` as they finish; a resumed run re
 decisions from the seed and reads finished measurements back instead of recomputing them.
 
 Deviations, documented: the measures run on the shipped 20 ImageNet samples at the space's
-``proxy_resolution`` (As-ViT: 16 training images at 224 px); the proxy width is rounded up to a
-multiple of the stage-1 head count (H/8) so that the heads divide every width; ties of the rank
+``proxy_resolution`` (As-ViT: 16 training images at 224 px); each growth rate r gives the two
+multiples of max(4, H/8) around hidden * (1 + r) as candidate proxy widths, so that the stage-1
+heads divide every width (As-ViT rounds to integers; at small widths that would leave no
+admissible growth, and rounding one way only would force +50 % or +0 %); the measures choose; ties of the rank
 sum go to the candidate best on the measure with the larger relative range, in that measure's
 own direction (As-ViT's loop takes argmin regardless of direction and stops after one
-comparison); a NaN condition number counts as the worst seen so far, as in As-ViT.
+comparison); a non-finite measure counts as the worst seen so far (As-ViT does this for a NaN
+condition number).
 """
 from __future__ import annotations
 
@@ -72,15 +75,13 @@ class Measures:
         self.scorers = {m: ProxyScorer(space, m, seed, threads, repeats=repeats) for m in MEASURES}
         self.cache: dict[str, dict[str, float]] = {}
         self.computed = 0
-        if path.exists():
-            lines = path.read_text(encoding="utf-8").splitlines()
-            for k, line in enumerate(lines, start=1):
-                try:
-                    rec = json.loads(line)
-                    self.cache[rec["id"]] = {m: rec[m] for m in MEASURES}
-                except (json.JSONDecodeError, KeyError):
-                    if k < len(lines):
-                        raise UserError(f"{path}, line {k}: not a measures record") from None
+        from nas.runs import read_records
+
+        for rec in read_records(path, "measures"):
+            try:
+                self.cache[rec["id"]] = {m: _num(rec[m]) for m in MEASURES}
+            except KeyError:
+                raise UserError(f"{path}: a record without {' and '.join(MEASURES)}") from None
         self._log = path.open("a", encoding="utf-8")
 
     def __call__(self, arch: Arch, role: str) -> dict[str, float]:
@@ -100,6 +101,10 @@ class Measures:
 
     def close(self) -> None:
         self._log.close()
+
+
+def _num(v) -> float:
+    return math.nan if v is None else float(v)
 
 
 def run_asvit(space, run_dir: Path, *, seed: int, steps: int | None, threads: int,
@@ -134,27 +139,25 @@ def reinforce(space, measures: Measures, seed: int, steps: int, sc: dict, progre
     opt = torch.optim.Adam(logits, lr=float(sc.get("reinforce_lr", 0.08)))
     momentum, size = float(sc.get("baseline_momentum", 0.9)), int(sc.get("reward_buffer", 20))
     buffers: dict[str, list[float]] = {m: [] for m in MEASURES}
-    baseline, trace = None, []
+    num = den = 0.0  # As-ViT's bias-corrected EMA of the reward: baseline = num / den
+    trace = []
     bar = _bar(steps, "seed search", progress)
     for step in range(steps):
         dists = [torch.distributions.Categorical(logits=lg) for lg in logits]
         choice = [int(torch.multinomial(d.probs.detach(), 1, generator=gen)) for d in dists]
         arch = space.arch(space.to_genomes(np.asarray([choice]))[0])
-        vals = measures(arch, "topology")
-        k = vals["ntk"]
-        if math.isnan(k):  # As-ViT: a bad condition number is replaced by the worst seen
-            k = max(buffers["ntk"], default=0.0)
-        cur = {"ntk": k, "length_distortion": vals["length_distortion"]}
+        cur = finite_measures(measures(arch, "topology"), buffers)
         reward = 0.0
         if all(buffers[m] for m in MEASURES):
             delta = {}
             for m in MEASURES:
-                window = buffers[m][-size:] + [cur[m]]
+                window = buffers[m][-(size - 1):] + [cur[m]]  # the last `size` values, this one included
                 delta[m] = (cur[m] - buffers[m][-1]) / (max(window) - min(window) + 1e-6)
             reward = delta["length_distortion"] - delta["ntk"]
         for m in MEASURES:
             buffers[m].append(cur[m])
-        baseline = reward if baseline is None else momentum * baseline + (1 - momentum) * reward
+        num, den = momentum * num + (1 - momentum) * reward, momentum * den + (1 - momentum)
+        baseline = num / den
         log_prob = sum(d.log_prob(torch.tensor(c)) for d, c in zip(dists, choice))
         opt.zero_grad()
         (-log_prob * (reward - baseline)).backward()
@@ -169,8 +172,28 @@ def reinforce(space, measures: Measures, seed: int, steps: int, sc: dict, progre
     return space.arch(space.to_genomes(np.asarray([best]))[0]), trace
 
 
-def _round_up(x: float, multiple: int) -> int:
-    return int(math.ceil(round(x) / multiple) * multiple)
+def finite_measures(vals: dict[str, float], seen: dict[str, list[float]]) -> dict[str, float]:
+    """As-ViT flags a NaN condition number "bad" and uses the worst seen instead; we do the same
+    for any non-finite value of either measure (a singular NTK is +inf), so that one odd network
+    cannot turn the reward, and with it the policy, into NaN."""
+    out = {}
+    for m, worst in (("ntk", max), ("length_distortion", min)):
+        v = vals[m]
+        if not math.isfinite(v):
+            finite = [x for x in seen[m] if math.isfinite(x)]
+            v = worst(finite) if finite else (1.0 if m == "ntk" else 0.0)
+        out[m] = v
+    return out
+
+
+def _round(x: float, multiple: int) -> int:
+    return max(multiple, int(round(x / multiple)) * multiple)
+
+
+def _admissible(x: float, multiple: int) -> tuple[int, int]:
+    """The multiples of ``multiple`` just below and above width x: both become candidates."""
+    lo = max(multiple, int(math.floor(x / multiple)) * multiple)
+    return lo, lo if lo >= x else lo + multiple
 
 
 def scale(space, measures: Measures, seed_arch: Arch, sc: dict, progress: bool) -> list[dict[str, Any]]:
@@ -181,13 +204,13 @@ def scale(space, measures: Measures, seed_arch: Arch, sc: dict, progress: bool) 
     factor = int(sc.get("width_factor", 4))
     growth = [float(r) for r in sc.get("growth", [0.05, 0.10, 0.15, 0.20])]
     stop, cap = float(sc.get("stop_params_m", 80)) * 1e6, float(sc.get("max_params_m", 110)) * 1e6
-    hidden = _round_up(float(sc.get("proxy_width", 8)), multiple)
+    hidden = _round(float(sc.get("proxy_width", 8)), multiple)
     depths = (1, 1, 1, 1)
     family = [_row(space, measures, seed_arch, depths, hidden, factor, "start", 0)]
     bar = _bar(None, "auto-scaling", progress)
     step = 0
     while family[-1]["params"] < stop:
-        widths = sorted({_round_up(hidden * (1 + r), multiple) for r in growth})
+        widths = sorted({w for r in growth for w in _admissible(hidden * (1 + r), multiple) if w >= hidden})
         cands = []
         for i in range(4):
             d = tuple(x + (j == i) for j, x in enumerate(depths))
@@ -202,9 +225,11 @@ def scale(space, measures: Measures, seed_arch: Arch, sc: dict, progress: bool) 
         if not cands:
             break
         vals = [measures(space.with_scale(seed_arch, d, w), "scaling") for d, w in cands]
-        k = np.array([v["ntk"] for v in vals])
-        k[np.isnan(k)] = np.nanmax(k) if np.isfinite(k).any() else 0.0
-        le = np.array([v["length_distortion"] for v in vals])
+        k = np.array([v["ntk"] for v in vals], dtype=float)
+        le = np.array([v["length_distortion"] for v in vals], dtype=float)
+        # a non-finite measure ranks last on that measure (As-ViT: "bad" = worst)
+        k[~np.isfinite(k)] = np.max(k[np.isfinite(k)]) + 1 if np.isfinite(k).any() else 0.0
+        le[~np.isfinite(le)] = np.min(le[np.isfinite(le)]) - 1 if np.isfinite(le).any() else 0.0
         rank = rankdata(k, method="min") + rankdata(-le, method="min")
         tied = np.flatnonzero(rank == rank.min())
         if len(tied) > 1:  # the measure that spreads the candidates more decides

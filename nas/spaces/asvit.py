@@ -65,8 +65,8 @@ class AsViTSpace(SearchSpace):
         self.genes = tuple(genes)
         self.vars = tuple(Var(g.name, g.size, (k,)) for k, g in enumerate(self.genes[:13]) if g.size > 1)
         self._width_gene = len(self.genes) - 1
-        canon = json.dumps({k: d[k] for k in sorted(d) if k not in ("description", "source", "presets", "scaling")},
-                           sort_keys=True)
+        # [scaling] is in: its repeats and widths decide what a cached measurement means
+        canon = json.dumps({k: d[k] for k in sorted(d) if k not in ("description", "source", "presets")}, sort_keys=True)
         self.fingerprint = hashlib.blake2b(canon.encode(), digest_size=8).hexdigest()
         self._doc = doc
 

@@ -155,7 +155,7 @@ class NB201Space(SearchSpace):
     def build_for_proxy(self, arch: Arch, proxy: str):
         if proxy != "linear_regions":
             return self.build(arch)
-        from nas.nets.nb201 import NB201Net
+        from nas.nets.nb201 import ThinCell
 
-        # TE-NAS counts linear regions on a thin network: 1 channel, 1 cell per stage, 1-channel input
-        return NB201Net([self.ops[i] for i in arch.genome], channels=1, cells=1, num_classes=self.num_classes, in_channels=1)
+        # TE-NAS counts linear regions on a thin network: the cell alone, 1 channel, no stem
+        return ThinCell([self.ops[i] for i in arch.genome])
