@@ -228,8 +228,7 @@ def _default_proxies() -> tuple[str, ...]:
 
 def cmd_proxies(a: argparse.Namespace) -> str:
     from nas.proxy_report import ProxyReportConfig, format_table, parse_proxy_list, prepare_report, run_report
-    from nas.runs import locked, new_run_dir, write_atomic
-    from nas.spaces import get_space
+    from nas.runs import locked, new_run_dir
 
     cfg = ProxyReportConfig(space=a.space, n=a.n, proxies=parse_proxy_list(a.proxies), seed=a.seed, threads=a.threads,
                             ensemble=a.ensemble, supernet=a.supernet, truth=a.truth).validate()
@@ -288,21 +287,18 @@ def _search_asvit(a: argparse.Namespace, run_dir: Path | None = None, cfg: Searc
     from nas.search.asvit import run_asvit
     from nas.spaces import get_space
 
+    if cfg is None and (a.device or a.supernet or a.objectives not in (None, "ntk,length_distortion")):
+        raise UserError("--strategy asvit optimises its own two measures (ntk, length_distortion): "
+                        "drop --device/--supernet/--objectives")
+    space = get_space(cfg.space if cfg is not None else a.space)
+    if space.family != "asvit":
+        raise UserError(f"--strategy asvit needs an As-ViT space (e.g. asvit), not {space.name!r}")
     if cfg is None:
-        if a.device or a.supernet or a.objectives not in (None, "ntk,length_distortion"):
-            raise UserError("--strategy asvit optimises its own two measures (ntk, length_distortion): "
-                            "drop --device/--supernet/--objectives")
-        space = get_space(a.space)
-        if space.family != "asvit":
-            raise UserError(f"--strategy asvit needs an As-ViT space (e.g. asvit), not {space.name!r}")
         steps = a.budget if a.budget is not None else int(space.scaling.get("reinforce_steps", 500))
         path = Path(a.space)
         cfg = SearchConfig(space=str(path.resolve()) if a.space.endswith(".toml") and path.exists() else a.space,
                            objectives="ntk,length_distortion", strategy="asvit", budget=steps, seed=a.seed,
                            threads=a.threads, fingerprints={"space": space.fingerprint}).validate()
-    space = get_space(cfg.space)
-    if space.family != "asvit":
-        raise UserError(f"--strategy asvit needs an As-ViT space (e.g. asvit), not {space.name!r}")
     if cfg.fingerprints.get("space", space.fingerprint) != space.fingerprint:
         raise UserError(f"cannot resume: space {space.name!r} changed since the run started (its measurements would "
                         "not mean the same); start a new run")

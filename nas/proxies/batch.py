@@ -59,8 +59,10 @@ def cifar10_samples() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.ascontiguousarray(arr)), y
 
 
+@lru_cache(maxsize=16)
 def proxy_data(batch: str, num_classes: int, seed: int, resolution: int | None = None):
-    """The ``ProxyData`` a space's proxies read: its shipped batch, labels folded into its classes."""
+    """The ``ProxyData`` a space's proxies read: its shipped batch, labels folded into its classes.
+    Cached (the resize is done once per search, not per architecture); proxies never modify it."""
     from nas.proxies.common import ProxyData
 
     if batch == "imagenet-samples":
