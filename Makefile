@@ -30,6 +30,8 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_supernet.py
 	$(BIN)/python benchmarks/bench_ray.py
+	$(BIN)/python benchmarks/bench_lut.py --space nb201
+	$(BIN)/python benchmarks/bench_lut.py --space elasticvit-tiny --max-blocks 120
 
 clean-runs:
 	rm -rf runs/2*

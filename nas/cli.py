@@ -48,6 +48,17 @@ EXAMPLES = {
   nas proxies --space elasticvit-tiny --n 50 --supernet runs/<train run>/      # correlation with supernet accuracy
   nas proxies --space elasticvit --n 20 --proxies all --ensemble logrank --json
   nas proxies --space nb201 --n 1000 --out runs/nb201-proxies                   # re-run to resume""",
+    "lut build": """examples:
+  nas lut build --space elasticvit-tiny --device local-cpu            # ~1 min; then --device local-cpu anywhere
+  nas lut build --space nb201 --device onnxruntime-cpu --threads 2
+  nas lut build --space elasticvit --device local-cpu --max-blocks 400   # measure a designed subset, fit the rest
+  nas lut build --space elasticvit-tiny --device local-cpu --out ./tables/laptop   # a folder of your own
+  nas lut build --space elasticvit --device android --adb-serial R58M123 --android-runtime onnxruntime
+re-run the same command to resume an interrupted build; --fresh starts over""",
+    "lut validate": """examples:
+  nas lut validate --space elasticvit-tiny --device local-cpu --n 100
+  nas lut validate --space nb201 --device local-cpu --n 60 --calibrate 12 --json
+  nas lut validate --space elasticvit-tiny --device ./tables/laptop --no-save   # report only, keep the table as is""",
     "spaces": "examples:\n  nas spaces\n  nas spaces --json",
     "devices": "examples:\n  nas devices\n  nas devices --json",
 }
@@ -184,6 +195,61 @@ def _parser() -> argparse.ArgumentParser:
                                              "report directory with the same settings is resumed")
     px.add_argument("--no-progress", action="store_true")
     px.add_argument("--json", action="store_true")
+
+    lut = cmd("lut", "build latency tables on a device you can reach, and validate them end to end")
+    lsub = lut.add_subparsers(dest="lut_command", required=True, parser_class=_Parser)
+
+    def lcmd(name: str, help_: str) -> argparse.ArgumentParser:
+        c = lsub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES.get(f"lut {name}"),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
+        return c
+
+    from nas.latency.measure import Protocol
+
+    lb = lcmd("build", "measure every block a space uses (or a designed subset) into a latency table")
+    lb.add_argument("--space", required=True)
+    lb.add_argument("--device", required=True, help="local-cpu (torch eager), onnxruntime-cpu, local-cuda, or android (adb)")
+    lb.add_argument("--out", type=Path, help="table folder (default: $VITNAS_TABLES/<device>, "
+                                             "~/.local/share/vitnas/predictors/<device>)")
+    lb.add_argument("--name", help="the table's device name, for --device later (default: --device, or the --out folder's name)")
+    lb.add_argument("--max-blocks", type=int, metavar="N",
+                    help="when the space has more blocks, measure a designed subset of about N and fit the rest")
+    lb.add_argument("--fresh", action="store_true", help="discard a partial build and measure from scratch")
+    lb.add_argument("--threads", type=int, default=Protocol.threads, help=f"runtime threads (default {Protocol.threads})")
+    lb.add_argument("--batch", type=int, default=Protocol.batch, help=f"batch size (default {Protocol.batch})")
+    lb.add_argument("--warmup", type=int, default=Protocol.warmup, help=f"warm-up calls (default {Protocol.warmup})")
+    lb.add_argument("--repeats", type=int, default=Protocol.repeats, help=f"timed samples (default {Protocol.repeats})")
+    lb.add_argument("--min-sample-ms", type=float, default=Protocol.min_sample_ms,
+                    help=f"calls per sample are chosen so a sample lasts this long (default {Protocol.min_sample_ms})")
+    lb.add_argument("--max-spread", type=float, default=Protocol.max_spread,
+                    help=f"re-measure a block whose IQR/median exceeds this (default {Protocol.max_spread})")
+    lb.add_argument("--retries", type=int, default=Protocol.retries, help=f"re-measurements (default {Protocol.retries})")
+    lb.add_argument("--passes", type=int, default=Protocol.passes,
+                    help=f"passes over all blocks, keeping each block's quickest (default {Protocol.passes})")
+    lb.add_argument("--no-context", action="store_true",
+                    help="time blocks in a tight loop of themselves, not after other blocks (see docs/latency-tables.md)")
+    ad = lb.add_argument_group("android (adb; docs/latency-android.md)")
+    ad.add_argument("--adb-serial", help="the phone's serial (adb devices)")
+    ad.add_argument("--android-runtime", default="onnxruntime", help="onnxruntime (onnxruntime_perf_test) or tflite (benchmark_model)")
+    ad.add_argument("--android-binary", help="the benchmark binary on the phone (default: under /data/local/tmp)")
+    ad.add_argument("--taskset", default="70", help="CPU mask to pin the benchmark to (default 70: the big cores of most SoCs)")
+    ad.add_argument("--convert", help="command that turns {onnx} into a .tflite in {outdir} (tflite only)")
+    lb.add_argument("--no-progress", action="store_true")
+    lb.add_argument("--json", action="store_true")
+
+    lv = lcmd("validate", "measure sampled subnets end to end and compare with the table's predictions")
+    lv.add_argument("--space", required=True)
+    lv.add_argument("--device", required=True, help="a table you built (device name, folder or .toml)")
+    lv.add_argument("--n", type=int, default=100, help="subnets to sample (default 100)")
+    lv.add_argument("--calibrate", type=int, default=20,
+                    help="of those, how many fit the correction (default 20); figures are on the others")
+    lv.add_argument("--seed", type=int, default=0)
+    lv.add_argument("--out", type=Path, help="report folder (default runs/<date>-lut-validate-<space>-<device>-<id>); "
+                                             "re-run with the same --out to resume")
+    lv.add_argument("--no-save", action="store_true", help="do not write the correction into the table")
+    lv.add_argument("--no-progress", action="store_true")
+    lv.add_argument("--json", action="store_true")
 
     sp = cmd("spaces", "list the search spaces that ship with vitnas")
     sp.add_argument("--json", action="store_true")
@@ -623,8 +689,68 @@ def cmd_devices(a: argparse.Namespace) -> str:
                      f"{'':10s} {r['version']}  licence: {r['licence']}" for r in rows)
 
 
+def cmd_lut(a: argparse.Namespace) -> str:
+    return {"build": cmd_lut_build, "validate": cmd_lut_validate}[a.lut_command](a)
+
+
+def cmd_lut_build(a: argparse.Namespace) -> str:
+    from nas.latency.build import build_table
+    from nas.latency.measure import Protocol
+    from nas.spaces import get_space
+
+    space = get_space(a.space)
+    protocol = Protocol(threads=a.threads, warmup=a.warmup, repeats=a.repeats, min_sample_ms=a.min_sample_ms,
+                        max_spread=a.max_spread, retries=a.retries, batch=a.batch, passes=a.passes,
+                        context=not a.no_context)
+    if a.max_blocks is not None and a.max_blocks < 1:
+        raise UserError(f"--max-blocks must be positive, got {a.max_blocks}")
+    options = None
+    if a.device == "android":
+        options = {"serial": a.adb_serial, "runtime": a.android_runtime, "binary": a.android_binary,
+                   "taskset": a.taskset or None, "convert": a.convert}
+    r = build_table(space, a.device, protocol, out=a.out, max_blocks=a.max_blocks, fresh=a.fresh,
+                    progress=not a.no_progress, device_options=options, name=a.name)
+    out = {"table": str(r.table), "measured": r.measured, "fitted": r.fitted, "measured_now": r.new,
+           "seconds": round(r.seconds, 1)}
+    if a.json:
+        return json.dumps(out, indent=2)
+    fitted = f", {r.fitted} fitted" if r.fitted else ""
+    return (f"{r.table}: {r.measured} blocks measured ({r.new} now){fitted} in {r.seconds:.0f} s\n"
+            f"use it: --device {r.table.parent}   (or `nas lut validate --space {space.name} --device {r.table.parent}`)")
+
+
+def cmd_lut_validate(a: argparse.Namespace) -> str:
+    import datetime as _dt
+    import secrets
+
+    from nas.latency import load_table
+    from nas.latency.validate import validate
+    from nas.spaces import get_space
+
+    space = get_space(a.space)
+    table = load_table(a.device, space)
+    out = a.out or Path("runs") / f"{_dt.date.today():%Y%m%d}-lut-validate-{space.name}-{table.device}-{secrets.token_hex(3)}"
+    r = validate(space, table, out, n=a.n, calibrate=a.calibrate, seed=a.seed, save=not a.no_save,
+                 progress=not a.no_progress)
+    if a.json:
+        return json.dumps(r, indent=2)
+    lines = [f"{space.name} on {r['device']} ({r['table']}): {r['evaluated']} subnets evaluated, "
+             f"{r['calibrate']} used to fit the correction; measured {r['measured_ms']['min']:.2f}-"
+             f"{r['measured_ms']['max']:.2f} ms",
+             f"{'':8s} {'MAPE':>7s} {'±10%':>6s} {'±5%':>6s} {'bias':>7s} {'tau':>6s} {'rho':>6s}"]
+    for what in ("before", "after"):
+        m = r[what]
+        lines.append(f"{what:8s} {m['mape_pct']:6.2f}% {100 * m['within_10pct']:5.1f}% {100 * m['within_5pct']:5.1f}% "
+                     f"{m['bias_pct']:+6.2f}% {m['kendall_tau']:6.3f} {m['spearman']:6.3f}")
+    c = r["correction"]
+    lines.append(f"correction: {c['scale']:.4f} x block sum {c['per_block_ms']:+.5f} ms/block {c['offset_ms']:+.4f} ms"
+                 + ("" if a.no_save else f"  (saved in {table.path})"))
+    lines.append(f"report: {r['out']}/validation.csv, validation.png")
+    return "\n".join(lines)
+
+
 COMMANDS = {"search": cmd_search, "resume": cmd_resume, "train": cmd_train, "tune": cmd_tune, "latency": cmd_latency,
-            "spaces": cmd_spaces, "devices": cmd_devices, "proxies": cmd_proxies}
+            "spaces": cmd_spaces, "devices": cmd_devices, "proxies": cmd_proxies, "lut": cmd_lut}
 
 if __name__ == "__main__":
     main()

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import itertools
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from nas.arch import Arch
 from nas.errors import MissingKeysError, UserError
 from nas.registry import did_you_mean
 from nas.resources import data_dir
-from nas.spaces.base import LatencySlot, SearchSpace
+from nas.spaces.base import BlockSpec, LatencySlot, SearchSpace
 from nas.tomldoc import TomlDoc
 
 GRID_ROUNDINGS = ("floor", "ceil")
@@ -74,10 +75,15 @@ class LatencyTable:
             self._compiled[key] = _Compiled(self, space)
         return self._compiled[key]
 
-    def predict(self, space: SearchSpace, genomes: np.ndarray) -> np.ndarray:
-        """Latency in ms of each genome (vectorised). A block the table lacks raises
+    def predict(self, space: SearchSpace, genomes: np.ndarray, corrected: bool = True) -> np.ndarray:
+        """Latency in ms of each genome (vectorised): the sum of its blocks, through the table's
+        ``[correction]`` when it has one and ``corrected``. A block the table lacks raises
         MissingKeysError naming every missing key of the batch."""
-        return self.compiled(space).predict(genomes)
+        return self.compiled(space).predict(genomes, corrected)
+
+    @property
+    def correction(self) -> "Correction | None":
+        return Correction.from_meta(self.meta.get("correction"))
 
     def breakdown(self, space: SearchSpace, arch: Arch) -> list[tuple[str, float]]:
         """(key, ms) of every block of one architecture, in network order."""
@@ -98,10 +104,7 @@ class _Compiled:
         for slot in self.slots:
             shape = [space.genes[g].size for g in slot.factors]
             dense = np.full(shape, np.nan)
-            for idx in itertools.product(*(range(s) for s in shape)):
-                if not _reachable(slot, idx, space):
-                    continue
-                values = [space.genes[g].choices[i] for g, i in zip(slot.factors, idx)]
+            for idx, values in slot_choices(slot, space):
                 k = slot.key(*values)
                 v = table.ms.get(k)
                 if v is None:
@@ -111,29 +114,51 @@ class _Compiled:
             self.dense.append(np.append(dense.ravel(), 0.0))
             self.strides.append([int(np.prod(shape[i + 1:])) for i in range(len(shape))])
         self.missing = sorted(missing)
+        self.correction = Correction.from_meta(table.meta.get("correction"))
 
     CHUNK = 32768  # genomes per pass: keeps each column slice in cache
 
-    def predict(self, genomes: np.ndarray) -> np.ndarray:
+    def predict(self, genomes: np.ndarray, corrected: bool = True) -> np.ndarray:
+        if corrected and self.correction is not None:
+            total, count = self.sums(genomes, count=True)
+            return self.correction.apply(total, count)
+        return self.sums(genomes)[0]
+
+    def sums(self, genomes: np.ndarray, count: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Sum of block latencies of each genome and, with ``count``, how many blocks it has."""
         g = np.asarray(genomes)
         total = np.empty(len(g))
+        n_blocks = np.empty(len(g)) if count else None
         for start in range(0, len(g), self.CHUNK):
             cols = np.ascontiguousarray(g[start:start + self.CHUNK].T, dtype=np.intp)  # (genes, n)
             acc = np.zeros(cols.shape[1])
+            cnt = np.zeros(cols.shape[1]) if count else None
             for slot, dense, strides in zip(self.slots, self.dense, self.strides):
+                if not slot.factors:  # a fixed part of the network
+                    acc += dense[0]
+                    if count:
+                        cnt += 1
+                    continue
                 idx = cols[slot.factors[0]] * strides[0]
                 for f, st in zip(slot.factors[1:], strides[1:]):
                     idx += cols[f] * st
                 if slot.active is None:
                     acc += dense[idx]
+                    if count:
+                        cnt += 1
                 else:  # absent layers read the appended 0.0 at the end of the dense array
-                    acc += dense[np.where(cols[slot.active[0]] >= slot.active[1], idx, dense.size - 1)]
+                    on = cols[slot.active[0]] >= slot.active[1]
+                    acc += dense[np.where(on, idx, dense.size - 1)]
+                    if count:
+                        cnt += on
             total[start:start + len(acc)] = acc
+            if count:
+                n_blocks[start:start + len(acc)] = cnt
         bad = np.isnan(total)
         if bad.any():
             keys = sorted({k for row in g[bad] for k, v in self.breakdown(row[None, :]) if math.isnan(v)})
             raise missing_error(self.table, self.space, keys)
-        return total
+        return total, n_blocks
 
     def breakdown(self, genomes: np.ndarray) -> list[tuple[str, float]]:
         row = genomes[0]
@@ -147,6 +172,51 @@ class _Compiled:
         return out
 
 
+@dataclass(frozen=True)
+class Correction:
+    """What block sums miss, fitted by ``nas lut validate`` on measured whole networks:
+    ``latency = scale * sum(blocks) + per_block_ms * n_blocks + offset_ms``. Stored in the
+    table's TOML under ``[correction]``; ``scale`` absorbs effects proportional to the work
+    (cache misses between blocks), ``per_block_ms`` the glue between blocks (reshapes, module
+    calls), ``offset_ms`` a per-call cost (the runtime's entry and exit)."""
+
+    scale: float = 1.0
+    per_block_ms: float = 0.0
+    offset_ms: float = 0.0
+
+    @classmethod
+    def from_meta(cls, d: Any) -> "Correction | None":
+        if not d:
+            return None
+        return cls(float(d["scale"]), float(d.get("per_block_ms", 0.0)), float(d.get("offset_ms", 0.0)))
+
+    def apply(self, block_sum: np.ndarray, n_blocks: np.ndarray) -> np.ndarray:
+        return self.scale * block_sum + self.per_block_ms * n_blocks + self.offset_ms
+
+
+def slot_choices(slot: LatencySlot, space: SearchSpace):
+    """(choice indices, gene values) of every combination of the slot's factors that a valid
+    architecture can reach."""
+    for idx in itertools.product(*(range(space.genes[g].size) for g in slot.factors)):
+        if _reachable(slot, idx, space):
+            yield idx, [space.genes[g].choices[i] for g, i in zip(slot.factors, idx)]
+
+
+def space_blocks(space: SearchSpace, grid_rounding: str) -> dict[str, BlockSpec]:
+    """Every distinct block the space's architectures use: key -> what to build and measure,
+    sorted by key (the same keys prediction reads, so a built table covers the space exactly)."""
+    out: dict[str, BlockSpec] = {}
+    for slot in space.latency_slots(grid_rounding):
+        if slot.block is None:
+            raise UserError(f"space {space.name!r} does not say how to build its latency blocks")
+        for _, values in slot_choices(slot, space):
+            k = slot.key(*values)
+            spec = slot.block(*values)
+            if out.setdefault(k, spec) != spec:  # one key, two different blocks: the grammar is ambiguous
+                raise AssertionError(f"latency key {k!r} names two different blocks: {out[k]} and {spec}")
+    return dict(sorted(out.items()))
+
+
 def _reachable(slot: LatencySlot, idx: tuple[int, ...], space: SearchSpace) -> bool:
     seen: dict[int, int] = {}
     for g, i in zip(slot.factors, idx):  # a gene used twice must take one value
@@ -158,16 +228,28 @@ def _reachable(slot: LatencySlot, idx: tuple[int, ...], space: SearchSpace) -> b
     return True
 
 
+LOCAL_DEVICES = ("local-cpu", "onnxruntime-cpu", "local-cuda")  # what `nas lut build` can measure here
+
+
+def fill_command(table: LatencyTable, space: SearchSpace) -> str:
+    """How to measure what a table lacks: `nas lut build` resumes into the same table."""
+    rt = table.meta.get("runtime")
+    if rt in LOCAL_DEVICES:
+        return f"nas lut build --space {space.name} --device {rt} --out {table.path.parent}"
+    return f"nas lut build --space {space.name} --device android --adb-serial SERIAL (docs/latency-tables.md)"
+
+
 def missing_error(table: LatencyTable, space: SearchSpace, keys: list[str]) -> MissingKeysError:
     shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
     return MissingKeysError(
         f"latency table {table.path} ({table.device}) lacks {len(keys)} block(s) that space "
-        f"{space.name!r} needs: {shown}; measure them into a table of your own "
-        f"(docs/latency-tables.md) or search a space the table covers", keys)
+        f"{space.name!r} needs: {shown}; measure them with `{fill_command(table, space)}` "
+        f"or search a space the table covers", keys)
 
 
 def read_csv(path: Path) -> dict[str, float]:
-    """``block,latency_ms`` rows; errors name the file, the line and the field."""
+    """``block,latency_ms[,...]`` rows (columns after the first two are documentation, e.g. a
+    measured table's spread and source); errors name the file, the line and the field."""
     try:
         f = path.open(newline="", encoding="utf-8")
     except OSError as e:
@@ -176,12 +258,12 @@ def read_csv(path: Path) -> dict[str, float]:
     with f:
         reader = csv.reader(f)
         header = next(reader, None)
-        if header != ["block", "latency_ms"]:
+        if header is None or header[:2] != ["block", "latency_ms"]:
             raise UserError(f"{path}:1: expected the header 'block,latency_ms', got {','.join(header or [])!r}")
         for line, row in enumerate(reader, start=2):
-            if len(row) != 2:
-                raise UserError(f"{path}:{line}: expected 2 fields (block, latency_ms), got {len(row)}")
-            key, value = row
+            if len(row) != len(header):
+                raise UserError(f"{path}:{line}: expected {len(header)} fields ({', '.join(header)}), got {len(row)}")
+            key, value = row[:2]
             try:
                 v = float(value)
             except ValueError:
@@ -195,9 +277,25 @@ def read_csv(path: Path) -> dict[str, float]:
 
 
 # ---- finding tables ----------------------------------------------------------------------------
+def user_tables_dir() -> Path:
+    """Where `nas lut build` puts tables by default: ``$VITNAS_TABLES``, else
+    ``$XDG_DATA_HOME/vitnas/predictors`` (``~/.local/share/vitnas/predictors``)."""
+    if os.environ.get("VITNAS_TABLES"):
+        return Path(os.environ["VITNAS_TABLES"])
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "vitnas" / "predictors"
+
+
 def device_dirs() -> dict[str, Path]:
-    root = data_dir("predictors")
-    return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and any(p.glob("*.toml"))} if root.is_dir() else {}
+    """Device name -> folder: the shipped tables, then the ones you built (a built device never
+    shadows a shipped one of the same name)."""
+    out: dict[str, Path] = {}
+    for root in (data_dir("predictors"), user_tables_dir()):
+        if root.is_dir():
+            for p in sorted(root.iterdir()):
+                if p.is_dir() and any(p.glob("*.toml")):
+                    out.setdefault(p.name, p)
+    return out
 
 
 def table_path(device: str, space: SearchSpace) -> Path:
@@ -231,7 +329,25 @@ def load_table(device: str, space: SearchSpace, check: bool = True) -> LatencyTa
         missing = table.missing_keys(space)
         if missing:
             raise missing_error(table, space, missing)
+    _warn_if_elsewhere(table)
     return table
+
+
+class ForeignTableWarning(UserWarning):
+    """A table measured on this kind of device, but on another machine."""
+
+
+def _warn_if_elsewhere(table: LatencyTable) -> None:
+    if table.meta.get("runtime") not in ("local-cpu", "onnxruntime-cpu"):
+        return
+    from nas.latency.measure import cpu_model
+
+    there, here = table.meta.get("environment", {}).get("cpu"), cpu_model()
+    if there and there != here:
+        import warnings
+
+        warnings.warn(f"latency table {table.path} was measured on {there!r}, this machine is {here!r}: "
+                      f"its numbers describe that machine", ForeignTableWarning, stacklevel=3)
 
 
 _CACHE: dict[tuple[Path, int], LatencyTable] = {}

@@ -38,19 +38,40 @@ class Var:
 
 
 @dataclass(frozen=True)
+class BlockSpec:
+    """What one latency-table key measures: a builder name (``nas/nets/blocks.py``), its
+    arguments and the input shape at batch 1. Torch-free, so key sets can be enumerated, compared
+    and stored without building anything."""
+
+    kind: str
+    shape: tuple[int, ...]
+    args: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, kind: str, shape: Sequence[int], **args: Any) -> "BlockSpec":
+        return cls(kind, tuple(int(x) for x in shape), tuple(sorted(args.items())))
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.args)
+
+
+@dataclass(frozen=True)
 class LatencySlot:
     """One block a latency table is summed over.
 
     The block's table key is a function of a few genes (``factors``); the block is present when
     gene ``active[0]`` has choice index >= ``active[1]`` (a layer exists when the stage's depth
     reaches it), always when ``active`` is None. A table compiles each slot into a dense array over
-    the factors' choice indices, so prediction is one gather per slot for a whole batch.
+    the factors' choice indices, so prediction is one gather per slot for a whole batch. A slot
+    with no factors is a fixed part of the network (one key for every architecture).
     """
 
     factors: tuple[int, ...]  # gene indices
     key: Callable[..., str]  # gene *values* of the factors -> table key
     active: tuple[int, int] | None = None  # (gene, min choice index); None: always present
     ordered: tuple[tuple[int, int], ...] = ()  # (i, j): value of factor i <= value of factor j
+    block: Callable[..., BlockSpec] | None = None  # same arguments as ``key``: what the key measures
 
     def present(self, genomes: np.ndarray) -> np.ndarray:
         if self.active is None:

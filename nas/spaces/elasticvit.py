@@ -25,7 +25,7 @@ import numpy as np
 
 from nas.arch import GENOME_DTYPE, Arch, Gene
 from nas.errors import UserError
-from nas.spaces.base import LatencySlot, SearchSpace, Var
+from nas.spaces.base import BlockSpec, LatencySlot, SearchSpace, Var
 from nas.tomldoc import TomlDoc
 
 ACT = "hard_swish"  # the activation name used in the nn-Meter table keys
@@ -339,7 +339,12 @@ class ElasticViTSpace(SearchSpace):
         table = {r: [(int(a[0]), int(b[0])) for a, b in self.grids(np.array([r]), grid_rounding)]
                  for r in self.resolutions}
 
-        slots = [LatencySlot((0, self.g_width[0]), lambda r, c: f"firstconv_{r}_3_{c}_2_3")]
+        def side(r, bi, out):  # a block's input (0) or output (1) grid side at resolution r
+            return table[r][bi][out]
+
+        hd, dse = self.head_dim, self.ds_expand
+        slots = [LatencySlot((0, self.g_width[0]), lambda r, c: f"firstconv_{r}_3_{c}_2_3",
+                             block=lambda r, c: BlockSpec.of("first_conv", (3, r, r), cout=c))]
         for bi, b in enumerate(self.blocks):
             gw, gd = self.g_width[bi], self.g_depth[bi]
             gin = self.g_width[bi - 1] if bi else self.g_width[0]
@@ -351,30 +356,56 @@ class ElasticViTSpace(SearchSpace):
                     se = "se" if b.se else "nose"
                     if layer == 0:
                         def key(r, cin, cout, e, k, bi=bi, s=b.stride, se=se):
-                            return f"conv_{table[r][bi][0]}_{cin}_{cout}_{e}_{s}_{ACT}_{k}_{se}"
-                        slots.append(LatencySlot((0, gin, gw, ge, gk), key, active, ordered=((1, 2),)))
+                            return f"conv_{side(r, bi, 0)}_{cin}_{cout}_{e}_{s}_{ACT}_{k}_{se}"
+
+                        def block(r, cin, cout, e, k, bi=bi, s=b.stride, se=b.se):
+                            hw = side(r, bi, 0)
+                            return BlockSpec.of("mbconv", (cin, hw, hw), cout=cout, expand=e, kernel=k, stride=s, se=se)
+                        slots.append(LatencySlot((0, gin, gw, ge, gk), key, active, ordered=((1, 2),), block=block))
                     else:
                         def key(r, c, e, k, bi=bi, se=se):
-                            return f"conv_{table[r][bi][1]}_{c}_{c}_{e}_1_{ACT}_{k}_{se}"
-                        slots.append(LatencySlot((0, gw, ge, gk), key, active))
+                            return f"conv_{side(r, bi, 1)}_{c}_{c}_{e}_1_{ACT}_{k}_{se}"
+
+                        def block(r, c, e, k, bi=bi, se=b.se):
+                            hw = side(r, bi, 1)
+                            return BlockSpec.of("mbconv", (c, hw, hw), cout=c, expand=e, kernel=k, stride=1, se=se)
+                        slots.append(LatencySlot((0, gw, ge, gk), key, active, block=block))
                 else:
                     gm, gv = self.g_micro[bi]["mlp"][layer], self.g_micro[bi]["v_scale"][layer]
                     if layer == 0:
                         def key(r, cin, cout, bi=bi, s=b.stride):
-                            return f"transds_{table[r][bi][0]}_{cin}_{cout}_{s}_{self.ds_expand}"
-                        slots.append(LatencySlot((0, gin, gw), key, active, ordered=((1, 2),)))
+                            return f"transds_{side(r, bi, 0)}_{cin}_{cout}_{s}_{dse}"
+
+                        def block(r, cin, cout, bi=bi, s=b.stride):  # the stage's downsampling MBConv
+                            hw = side(r, bi, 0)
+                            return BlockSpec.of("mbconv", (cin, hw, hw), cout=cout, expand=dse, kernel=3, stride=s, se=True)
+                        slots.append(LatencySlot((0, gin, gw), key, active, ordered=((1, 2),), block=block))
 
                     def key_attn(r, c, v, bi=bi):
-                        return f"transattn_{table[r][bi][1]}_{c}_{ACT}_{v}_ln"
+                        return f"transattn_{side(r, bi, 1)}_{c}_{ACT}_{v}_ln"
+
+                    def block_attn(r, c, v, bi=bi):
+                        hw = side(r, bi, 1)
+                        return BlockSpec.of("attention", (hw * hw, c), side=hw, heads=c // hd, v_scale=v, head_dim=hd)
 
                     def key_ffn(r, c, m, bi=bi):
-                        return f"transffn_{table[r][bi][1]}_{c}_{m}_{ACT}_ln"
+                        return f"transffn_{side(r, bi, 1)}_{c}_{m}_{ACT}_ln"
 
-                    slots.append(LatencySlot((0, gw, gv), key_attn, active))
-                    slots.append(LatencySlot((0, gw, gm), key_ffn, active))
+                    def block_ffn(r, c, m, bi=bi):
+                        hw = side(r, bi, 1)
+                        return BlockSpec.of("ffn", (hw * hw, c), ratio=m)
+
+                    slots.append(LatencySlot((0, gw, gv), key_attn, active, block=block_attn))
+                    slots.append(LatencySlot((0, gw, gm), key_ffn, active, block=block_ffn))
         last = len(self.blocks) - 1
+
+        def block_head(r, c):
+            hw = side(r, last, 1)
+            return BlockSpec.of("elasticvit_head", (c, hw, hw), mul=self.classifier_mul, width=self.head_width,
+                                classes=self.num_classes)
         slots.append(LatencySlot((0, self.g_width[last]),
-                                 lambda r, c: f"mbpool_{table[r][last][1]}_{c}_{self.head_width}_{self.classifier_mul}_{ACT}"))
+                                 lambda r, c: f"mbpool_{side(r, last, 1)}_{c}_{self.head_width}_{self.classifier_mul}_{ACT}",
+                                 block=block_head))
         return slots
 
     # ---- the paper's 10-tuple encoding -------------------------------------------------------

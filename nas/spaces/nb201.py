@@ -25,7 +25,7 @@ import numpy as np
 
 from nas.arch import GENOME_DTYPE, Arch, Gene
 from nas.errors import UserError
-from nas.spaces.base import SearchSpace, Var
+from nas.spaces.base import BlockSpec, LatencySlot, SearchSpace, Var
 from nas.tomldoc import TomlDoc
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -146,6 +146,35 @@ class NB201Space(SearchSpace):
                     op_params[o] += self.cells * (_CONV_K2[name] * cs * cs + 2 * cs)
                     op_macs[o] += self.cells * _CONV_K2[name] * cs * cs * side * side
         return {"params": params + op_params[g].sum(1), "macs": macs + op_macs[g].sum(1)}
+
+    # ---- latency-table blocks ------------------------------------------------------------
+    def latency_slots(self, grid_rounding: str) -> list[LatencySlot]:
+        """The stem, every edge of every cell, the two residual blocks and the head. An edge's
+        block is its operation plus the addition into its node (Python's ``sum`` adds every
+        incoming edge, the first one to 0), so a cell is exactly the sum of its 6 edges. NB201 has
+        no token grids; ``grid_rounding`` is accepted and ignored."""
+        c, r, k = self.channels, self.resolution, self.num_classes
+        slots = [LatencySlot((), lambda: f"nb201stem_{r}_{c}", block=lambda: BlockSpec.of("nb201_stem", (3, r, r), cout=c))]
+        for s in range(3):
+            cs, side = c << s, r >> s
+            if s:
+                def key_res(cin=cs // 2, cout=cs, hw=side * 2):
+                    return f"nb201res_{hw}_{cin}_{cout}"
+
+                def block_res(cin=cs // 2, cout=cs, hw=side * 2):
+                    return BlockSpec.of("nb201_resblock", (cin, hw, hw), cout=cout)
+                slots.append(LatencySlot((), key_res, block=block_res))
+
+            def key_edge(op, cs=cs, side=side):
+                return f"nb201edge_{op}_{cs}_{side}"
+
+            def block_edge(op, cs=cs, side=side):
+                return BlockSpec.of("nb201_edge", (cs, side, side), op=op)
+            slots += [LatencySlot((g,), key_edge, block=block_edge) for _ in range(self.cells) for g in range(len(EDGES))]
+        last = 4 * c
+        slots.append(LatencySlot((), lambda: f"nb201head_{r >> 2}_{last}_{k}",
+                                 block=lambda: BlockSpec.of("nb201_head", (last, r >> 2, r >> 2), classes=k)))
+        return slots
 
     def build(self, arch: Arch):
         from nas.nets.nb201 import NB201Net
