@@ -49,7 +49,7 @@ EXAMPLES = {
   nas proxies --space elasticvit --n 20 --proxies all --ensemble logrank --json
   nas proxies --space nb201 --n 1000 --out runs/nb201-proxies                   # re-run to resume""",
     "lut build": """examples:
-  nas lut build --space elasticvit-tiny --device local-cpu            # ~1 min; then --device local-cpu anywhere
+  nas lut build --space elasticvit-tiny --device local-cpu            # ~6 min; then --device local-cpu anywhere
   nas lut build --space nb201 --device onnxruntime-cpu --threads 2
   nas lut build --space elasticvit --device local-cpu --max-blocks 400   # measure a designed subset, fit the rest
   nas lut build --space elasticvit-tiny --device local-cpu --out ./tables/laptop   # a folder of your own
@@ -245,6 +245,8 @@ def _parser() -> argparse.ArgumentParser:
     lv.add_argument("--calibrate", type=int, default=20,
                     help="of those, how many fit the correction (default 20); figures are on the others")
     lv.add_argument("--seed", type=int, default=0)
+    lv.add_argument("--passes", type=int, help="passes over the networks, keeping each one's quickest "
+                                                "(default: the table's protocol)")
     lv.add_argument("--out", type=Path, help="report folder (default runs/<date>-lut-validate-<space>-<device>-<id>); "
                                              "re-run with the same --out to resume")
     lv.add_argument("--no-save", action="store_true", help="do not write the correction into the table")
@@ -715,7 +717,8 @@ def cmd_lut_build(a: argparse.Namespace) -> str:
     if a.json:
         return json.dumps(out, indent=2)
     fitted = f", {r.fitted} fitted" if r.fitted else ""
-    return (f"{r.table}: {r.measured} blocks measured ({r.new} now){fitted} in {r.seconds:.0f} s\n"
+    return (f"{r.table}: {r.measured} blocks measured{fitted}; {r.new} measurements taken now "
+            f"({protocol.passes} passes) in {r.seconds:.0f} s\n"
             f"use it: --device {r.table.parent}   (or `nas lut validate --space {space.name} --device {r.table.parent}`)")
 
 
@@ -730,8 +733,16 @@ def cmd_lut_validate(a: argparse.Namespace) -> str:
     space = get_space(a.space)
     table = load_table(a.device, space)
     out = a.out or Path("runs") / f"{_dt.date.today():%Y%m%d}-lut-validate-{space.name}-{table.device}-{secrets.token_hex(3)}"
+    protocol = None
+    if a.passes is not None:
+        from nas.latency.measure import Protocol
+
+        try:
+            protocol = Protocol(**{**table.meta.get("protocol", {}), "passes": a.passes})
+        except TypeError as e:
+            raise UserError(f"{table.path}: [protocol] is not a measurement protocol ({e})") from None
     r = validate(space, table, out, n=a.n, calibrate=a.calibrate, seed=a.seed, save=not a.no_save,
-                 progress=not a.no_progress)
+                 progress=not a.no_progress, protocol=protocol)
     if a.json:
         return json.dumps(r, indent=2)
     lines = [f"{space.name} on {r['device']} ({r['table']}): {r['evaluated']} subnets evaluated, "

@@ -231,6 +231,9 @@ def test_designed_subset_and_fitted_model(tmp_path):
     subset = design_subset(specs, feats, 60)
     assert subset == design_subset(specs, feats, 60)  # deterministic
     assert 55 <= len(subset) <= 65 and {specs[k].kind for k in subset} == {s.kind for s in specs.values()}
+    assert len(set(subset)) == len(subset)
+    big = design_subset(specs, feats, 566)  # blocks with identical features are still distinct keys
+    assert len(set(big)) == len(big) >= 560
     r = build_table(space, "local-cpu", FAST, out=tmp_path / "cpu", max_blocks=60, progress=False)
     assert r.measured == len(subset) and r.fitted == 567 - len(subset)
     rows = {row["block"]: row for row in csv.DictReader((tmp_path / "cpu" / "elasticvit-tiny.csv").open())}
@@ -268,6 +271,8 @@ def test_validate_fits_and_saves_a_correction(tmp_path):
     raw, count = table.compiled(space).sums(g, count=True)
     np.testing.assert_allclose(table.predict(space, g), c.scale * raw + c.per_block_ms * count + c.offset_ms)
     np.testing.assert_allclose(table.predict(space, g, corrected=False), raw)
+    assert table.version.startswith(load_table(str(tmp_path / "cpu"), space).version.split("+")[0])
+    assert "+c" in table.version  # a saved correction changes the version: resumed runs notice
     # re-running into the same folder measures nothing again
     n_log = len((tmp_path / "v" / "measured.jsonl").read_text().splitlines())
     validate(space, table, tmp_path / "v", n=12, calibrate=5, progress=False, save=False)
@@ -298,3 +303,5 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and "not measured by `nas lut build`" in r.stderr
     r = nas("lut", "build", "--space", "nb201", "--device", "local-cpu", "--repeats", "2", "--out", str(tmp_path / "y"), check=False)
     assert r.returncode == 2 and "--repeats" in r.stderr
+    r = nas("lut", "build", "--space", "asvit-tiny", "--device", "local-cpu", "--out", str(tmp_path / "z"), check=False)
+    assert r.returncode == 2 and "no latency-table blocks" in r.stderr and "Traceback" not in r.stderr

@@ -37,7 +37,7 @@ class BuildResult:
     table: Path  # the TOML
     measured: int  # blocks measured in total (this run and earlier ones)
     fitted: int
-    new: int  # blocks measured by this run
+    new: int  # measurements taken by this run (one per block and pass)
     seconds: float
 
 
@@ -117,6 +117,9 @@ def build_table(space: SearchSpace, device: str, protocol: Protocol, out: Path |
                 if k not in values:
                     values[k] = max(predict(model, specs[k], features[k]), 0.0)
         text = _csv_text(specs, values, done)
+        if new == 0 and meta_path.exists() and csv_path.exists() and csv_path.read_text(encoding="utf-8") == text:
+            # nothing measured, nothing changed: keep the TOML (its version, a saved correction)
+            return BuildResult(meta_path, len(targets), len(specs) - len(targets), 0, time.perf_counter() - t0)
         write_atomic(csv_path, text)
         meta = _meta(space, name, device, protocol, env, csv_path, text, len(targets), len(specs) - len(targets), model, max_blocks)
         write_atomic(meta_path, meta)
@@ -208,7 +211,7 @@ def _meta(space, name: str, device: str, protocol: Protocol, env: dict, csv_path
     p = protocol
     how = (f"{env['runtime']}, {p.threads} thread(s), batch {p.batch}, FP32; per block: >= {p.warmup} warm-up calls "
            f"and >= {p.warmup_ms:g} ms, {p.repeats} samples of >= {p.min_sample_ms:g} ms each"
-           f"{' (each call after 3 other blocks of the space, untimed)' if p.context else ''}, Tukey-fence outlier "
+           f"{' (each call after {CONTEXT_BLOCKS} other blocks of the space, untimed)' if p.context else ''}, Tukey-fence outlier "
            f"rejection, median of the rest; re-measured up to {p.retries} times when IQR/median > {p.max_spread:g}")
     doc: dict[str, Any] = {
         "device": name,

@@ -90,10 +90,12 @@ def _farthest_points(keys: list[str], x: np.ndarray, m: int) -> list[str]:
     first = [int(np.argmin(x[:, 0])), int(np.argmax(x[:, 0]))]
     picked = list(dict.fromkeys(first))[:m]
     dist = np.min([((z - z[i]) ** 2).sum(1) for i in picked], axis=0)
-    while len(picked) < m:
+    dist[picked] = -np.inf
+    while len(picked) < m:  # blocks with identical features are distinct keys: distance 0 still counts
         i = int(np.argmax(dist))
         picked.append(i)
         dist = np.minimum(dist, ((z - z[i]) ** 2).sum(1))
+        dist[picked] = -np.inf
     return [keys[i] for i in picked]
 
 

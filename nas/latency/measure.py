@@ -145,6 +145,8 @@ class Runtime:
 
     def __init__(self, protocol: Protocol):
         self.protocol = protocol
+        self._context_for: list | None = None
+        self._context_fns: list = []
 
     def load(self, module, example) -> Callable[[], Any]:
         raise NotImplementedError
@@ -158,7 +160,9 @@ class Runtime:
         fn = self.load(module, example)
         before = None
         if context and self.protocol.context:
-            others = [self.load(m, x) for m, x in context]
+            if self._context_for is not context:  # load once per build, not once per block
+                self._context_fns, self._context_for = [self.load(m, x) for m, x in context], context
+            others = self._context_fns
 
             def before():
                 for f in others:

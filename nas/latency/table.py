@@ -58,15 +58,22 @@ class LatencyTable:
         want = d.get("sha256")
         if want is not None and want != digest:
             raise doc.error("sha256", f"{csv_path.name} has sha256 {digest[:12]}..., the metadata says {str(want)[:12]}...; "
-                                      "the table was edited: update the metadata (and its provenance) or restore the file")
+                                      "the table was edited (update the metadata and its provenance, or restore the file) or "
+                                      "`nas lut build` was interrupted while writing it (run it again)")
         meta = dict(d)
         meta["sha256"] = digest
         return cls(device, family, ms, meta, meta_path, rounding)
 
     @property
     def version(self) -> str:
-        """``<device>:<version>@<sha256[:8]>``: enough to tell two tables apart in a CSV."""
-        return f"{self.device}:{self.meta.get('version', 'unversioned')}@{self.meta['sha256'][:8]}"
+        """``<device>:<version>@<sha256[:8]>[+<correction hash>]``: enough to tell two tables apart
+        in a CSV, and a run resumed after `nas lut validate` saved a correction from one before."""
+        base = f"{self.device}:{self.meta.get('version', 'unversioned')}@{self.meta['sha256'][:8]}"
+        c = self.meta.get("correction")
+        if not c:
+            return base
+        text = repr((c.get("scale"), c.get("per_block_ms"), c.get("offset_ms")))
+        return f"{base}+c{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
     # ---- prediction ------------------------------------------------------------------------
     def compiled(self, space: SearchSpace) -> "_Compiled":
@@ -206,7 +213,11 @@ def space_blocks(space: SearchSpace, grid_rounding: str) -> dict[str, BlockSpec]
     """Every distinct block the space's architectures use: key -> what to build and measure,
     sorted by key (the same keys prediction reads, so a built table covers the space exactly)."""
     out: dict[str, BlockSpec] = {}
-    for slot in space.latency_slots(grid_rounding):
+    try:
+        slots = space.latency_slots(grid_rounding)
+    except NotImplementedError as e:
+        raise UserError(f"space {space.name!r}: {e} (latency tables exist for the elasticvit and nb201 families)") from None
+    for slot in slots:
         if slot.block is None:
             raise UserError(f"space {space.name!r} does not say how to build its latency blocks")
         for _, values in slot_choices(slot, space):
@@ -235,7 +246,14 @@ def fill_command(table: LatencyTable, space: SearchSpace) -> str:
     """How to measure what a table lacks: `nas lut build` resumes into the same table."""
     rt = table.meta.get("runtime")
     if rt in LOCAL_DEVICES:
-        return f"nas lut build --space {space.name} --device {rt} --out {table.path.parent}"
+        from nas.latency.measure import Protocol
+
+        default = Protocol().as_dict()
+        flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in table.meta.get("protocol", {}).items()
+                        if k in default and v != default[k] and not isinstance(v, bool))
+        if table.meta.get("protocol", {}).get("context") is False:
+            flags += " --no-context"
+        return f"nas lut build --space {space.name} --device {rt} --out {table.path.parent}{flags}"
     return f"nas lut build --space {space.name} --device android --adb-serial SERIAL (docs/latency-tables.md)"
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from nas.errors import UserError
 from nas.latency.measure import Protocol, runtime, today
 from nas.latency.table import Correction, LatencyTable
-from nas.runs import read_records, write_atomic
+from nas.runs import locked, read_records, write_atomic
 from nas.spaces.base import SearchSpace
 
 
@@ -56,18 +56,27 @@ def validate(space: SearchSpace, table: LatencyTable, out: Path, n: int = 100, c
             protocol = Protocol(**table.meta.get("protocol", {}))
         except TypeError as e:
             raise UserError(f"{table.path}: [protocol] is not a measurement protocol ({e})") from None
+    if table.meta.get("runtime") == "android":
+        raise UserError(f"{table.path} was measured on a phone; `nas lut validate` measures whole networks only on "
+                        f"this machine's runtimes (local-cpu, onnxruntime-cpu, local-cuda) so far")
     if "runtime" not in table.meta:
         raise UserError(f"{table.path} was not measured by `nas lut build` (no 'runtime' field), so there is nothing "
                         f"here to measure whole networks with; validate tables you built")
     rt = runtime(table.meta["runtime"], protocol, **(device_options or {}))
+    _check_same_machine(table, rt.environment())
     genomes = sample_archs(space, n, seed)
     if len(genomes) < calibrate + 5:
         raise UserError(f"space {space.name!r} has only {len(genomes)} distinct architectures; lower --n/--calibrate")
     block_sum, n_blocks = table.compiled(space).sums(genomes, count=True)
     ids = space.ids(genomes)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    measured = _measure_all(space, rt, genomes, ids, out / "measured.jsonl", progress,
-                            {"table": table.version, "seed": seed, "protocol": protocol.as_dict()})
+    # passes are stored per record, so a re-run with more passes adds to the same measurements
+    pinned = {k: v for k, v in protocol.as_dict().items() if k != "passes"}
+    with locked(out):
+        measured = _measure_all(space, rt, genomes, ids, out / "measured.jsonl", progress,
+                                {"table": table.version.split("+")[0], "seed": seed, "protocol": pinned})
     y = np.array([measured[i]["median_ms"] for i in ids])
     cal = np.arange(len(genomes)) < calibrate
     ev = ~cal
@@ -79,6 +88,7 @@ def validate(space: SearchSpace, table: LatencyTable, out: Path, n: int = 100, c
         "before": metrics(block_sum[ev], y[ev]),
         "after": metrics(after[ev], y[ev]),
         "correction": {"scale": corr.scale, "per_block_ms": corr.per_block_ms, "offset_ms": corr.offset_ms},
+        "protocol": protocol.as_dict(),
         "measured_ms": {"min": float(y.min()), "median": float(np.median(y)), "max": float(y.max())},
     }
     rows = [{"arch_id": i, "role": "calibration" if c else "evaluation", "n_blocks": int(k),
@@ -86,12 +96,36 @@ def validate(space: SearchSpace, table: LatencyTable, out: Path, n: int = 100, c
              "spread": measured[i]["spread"], **_decoded(space, g)}
             for i, c, k, s, a, m, g in zip(ids, cal, n_blocks, block_sum, after, y, genomes)]
     write_atomic(out / "validation.csv", _csv(rows))
-    write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+    write_atomic(out / "report.json", json.dumps(_finite(report), indent=2) + "\n")
     plot(block_sum, after, y, cal, report, out / "validation.png")
     if save:
+        if corr.scale <= 0:
+            raise UserError(f"the fitted correction has scale {corr.scale:.3g} <= 0 (block sums do not explain the "
+                            f"measurements; see {out}/validation.png); not saved")
         save_correction(table, corr, report)
     report["out"] = str(out)
     return report
+
+
+PINNED = ("runtime", "cpu", "threads", "torch", "onnxruntime", "gpu")
+
+
+def _check_same_machine(table: LatencyTable, env: dict) -> None:
+    """Whole networks must be measured where the blocks were, or the comparison means nothing."""
+    built = table.meta.get("environment", {})
+    for k in PINNED:
+        if built.get(k) is not None and env.get(k) is not None and built[k] != env[k]:
+            raise UserError(f"{table.path} was measured with {k} = {built[k]!r}, this machine has {env[k]!r}: "
+                            f"validate a table where it was built (or build one here)")
+
+
+def _finite(x: Any) -> Any:
+    """NaN (a constant prediction has no Kendall tau) as null: report.json stays valid JSON."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
 
 
 def _decoded(space: SearchSpace, genome: np.ndarray) -> dict[str, Any]:
@@ -174,15 +208,28 @@ def metrics(pred: np.ndarray, measured: np.ndarray) -> dict[str, float]:
 
 
 def save_correction(table: LatencyTable, corr: Correction, report: dict) -> None:
-    """Write ``[correction]`` and ``[validation]`` into the table's TOML (atomically)."""
+    """Write ``[correction]`` and ``[validation]`` into the table's TOML (atomically, under the
+    table folder's lock, and only if the table is still the one validated)."""
+    import hashlib
     import tomllib
 
     import tomli_w
 
-    doc = tomllib.loads(table.path.read_text(encoding="utf-8"))
+    with locked(table.path.parent):
+        doc = tomllib.loads(table.path.read_text(encoding="utf-8"))
+        csv_path = table.path.parent / doc.get("table", "")
+        now = hashlib.sha256(csv_path.read_bytes()).hexdigest() if csv_path.is_file() else None
+        if now != table.meta["sha256"]:
+            raise UserError(f"{table.path} changed while it was being validated (rebuilt?); the correction was not "
+                            f"saved: validate it again")
+        _write_correction(table, doc, corr, report, tomli_w)
+
+
+def _write_correction(table, doc, corr, report, tomli_w) -> None:
     doc["correction"] = {"scale": corr.scale, "per_block_ms": corr.per_block_ms, "offset_ms": corr.offset_ms,
                          "fitted_on": f"{report['calibrate']} measured subnets (nas lut validate, seed {report['seed']})"}
     doc["validation"] = {k: report[k] for k in ("n", "calibrate", "evaluated", "seed", "date")}
+    doc["validation"]["passes"] = report["protocol"]["passes"]
     doc["validation"]["before"] = report["before"]
     doc["validation"]["after"] = report["after"]
     write_atomic(table.path, tomli_w.dumps(doc))
