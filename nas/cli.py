@@ -226,7 +226,7 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"re-measure a block whose IQR/median exceeds this (default {Protocol.max_spread})")
     lb.add_argument("--retries", type=int, default=Protocol.retries, help=f"re-measurements (default {Protocol.retries})")
     lb.add_argument("--passes", type=int, default=Protocol.passes,
-                    help=f"passes over all blocks, keeping each block's quickest (default {Protocol.passes})")
+                    help=f"passes over all blocks, keeping each block's median (default {Protocol.passes})")
     lb.add_argument("--no-context", action="store_true",
                     help="time blocks in a tight loop of themselves, not after other blocks (see docs/latency-tables.md)")
     ad = lb.add_argument_group("android (adb; docs/latency-android.md)")
@@ -245,7 +245,7 @@ def _parser() -> argparse.ArgumentParser:
     lv.add_argument("--calibrate", type=int, default=20,
                     help="of those, how many fit the correction (default 20); figures are on the others")
     lv.add_argument("--seed", type=int, default=0)
-    lv.add_argument("--passes", type=int, help="passes over the networks, keeping each one's quickest "
+    lv.add_argument("--passes", type=int, help="passes over the networks, keeping each one's median "
                                                 "(default: the table's protocol)")
     lv.add_argument("--out", type=Path, help="report folder (default runs/<date>-lut-validate-<space>-<device>-<id>); "
                                              "re-run with the same --out to resume")

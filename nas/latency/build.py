@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import UserError
-from nas.latency.measure import Protocol, runtime, today
+from nas.latency.measure import Protocol, combine_passes, runtime, today
 from nas.latency.table import user_tables_dir
 from nas.runs import locked, read_records, write_atomic
 from nas.spaces.base import SearchSpace
@@ -103,10 +103,10 @@ def build_table(space: SearchSpace, device: str, protocol: Protocol, out: Path |
         finally:
             if bar is not None:
                 bar.close()
-        done = {}  # key -> its quickest pass: interference only ever adds time
+        by_key: dict[str, list[dict]] = {}
         for (key, _), rec in taken.items():
-            if key not in done or rec["median_ms"] < done[key]["median_ms"]:
-                done[key] = rec
+            by_key.setdefault(key, []).append(rec)
+        done = {key: combine_passes(recs) for key, recs in by_key.items()}
         model = None
         values = {k: done[k]["median_ms"] for k in targets}
         if len(targets) < len(specs):
