@@ -733,16 +733,8 @@ def cmd_lut_validate(a: argparse.Namespace) -> str:
     space = get_space(a.space)
     table = load_table(a.device, space)
     out = a.out or Path("runs") / f"{_dt.date.today():%Y%m%d}-lut-validate-{space.name}-{table.device}-{secrets.token_hex(3)}"
-    protocol = None
-    if a.passes is not None:
-        from nas.latency.measure import Protocol
-
-        try:
-            protocol = Protocol(**{**table.meta.get("protocol", {}), "passes": a.passes})
-        except TypeError as e:
-            raise UserError(f"{table.path}: [protocol] is not a measurement protocol ({e})") from None
     r = validate(space, table, out, n=a.n, calibrate=a.calibrate, seed=a.seed, save=not a.no_save,
-                 progress=not a.no_progress, protocol=protocol)
+                 progress=not a.no_progress, passes=a.passes)
     if a.json:
         return json.dumps(r, indent=2)
     lines = [f"{space.name} on {r['device']} ({r['table']}): {r['evaluated']} subnets evaluated, "

@@ -120,7 +120,8 @@ def test_time_samples_times_in_milliseconds():
             pass
 
     m = time_samples(spin, Protocol(repeats=5, warmup=1, warmup_ms=0, min_sample_ms=0, retries=0))
-    assert m.inner == 1 and 1.0 <= m.median_ms < 3.0
+    # the spin guarantees >= 1 ms; the upper bound only catches a unit error (us would read 1000)
+    assert m.inner == 1 and 1.0 <= m.median_ms < 100
     calls = []
     m = time_samples(lambda: calls.append(1), Protocol(repeats=5, warmup=2, warmup_ms=0, min_sample_ms=1.0, retries=0))
     assert m.inner > 1  # a sample of a microsecond call holds many calls

@@ -12,8 +12,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
-import sys
 import time
 import zlib
 from dataclasses import dataclass
@@ -21,15 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import UserError
-from nas.latency.measure import Protocol, combine_passes, runtime, today
+from nas.latency.measure import PINNED_ENV, Protocol, runtime, today
+from nas.latency.passes import measure_in_passes
 from nas.latency.table import user_tables_dir
-from nas.runs import locked, read_records, write_atomic
+from nas.runs import locked, write_atomic
 from nas.spaces.base import SearchSpace
 
 ROUNDING = "ceil"  # local tables index token grids as the PyTorch model computes them
-# what a resumed build must share with the log's measurements (the rest of the environment,
-# such as the date, may differ)
-PINNED_ENV = ("runtime", "cpu", "threads", "torch", "onnxruntime", "gpu", "cuda")
 
 
 @dataclass
@@ -79,34 +75,15 @@ def build_table(space: SearchSpace, device: str, protocol: Protocol, out: Path |
         header = {"space": space.name, "fingerprint": space.fingerprint, "device": device, "rounding": ROUNDING,
                   "protocol": protocol.as_dict(), "environment": {k: env.get(k) for k in PINNED_ENV},
                   "keys_sha256": _digest(targets)}
-        records = _open_log(log_path, header)
-        # one record per (key, pass); pass p walks the keys in the opposite direction of pass p - 1
-        # so a slow spell of the machine never hits the same keys twice
-        taken = {(r["key"], r.get("pass", 0)): r for r in records[1:]}
-        plan = [(k, p) for p in range(protocol.passes) for k in (targets if p % 2 == 0 else targets[::-1])]
-        todo = [kp for kp in plan if kp not in taken]
         context = _context(specs, protocol)
-        new = 0
-        bar = _bar(len(plan), len(plan) - len(todo), progress)
-        try:
-            with log_path.open("a", encoding="utf-8") as log:
-                for key, p in todo:
-                    if limit is not None and new >= limit:
-                        return BuildResult(meta_path, len({k for k, _ in taken}), 0, new, time.perf_counter() - t0)
-                    rec = {"key": key, "pass": p, **_measure(rt, specs[key], protocol, context).as_dict()}
-                    log.write(json.dumps(rec) + "\n")
-                    log.flush()
-                    taken[(key, p)] = rec
-                    new += 1
-                    if bar is not None:
-                        bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
-        by_key: dict[str, list[dict]] = {}
-        for (key, _), rec in taken.items():
-            by_key.setdefault(key, []).append(rec)
-        done = {key: combine_passes(recs) for key, recs in by_key.items()}
+        got = measure_in_passes(log_path, header, targets, protocol.passes,
+                                lambda key: _measure(rt, specs[key], protocol, context), field="key",
+                                what="lut build", unit="block", progress=progress, limit=limit,
+                                hint="resume with the same settings on the same machine, or pass --fresh "
+                                     "to measure again from scratch")
+        new, done = got.new, got.combined
+        if not got.complete:  # stopped by ``limit``: the log holds the work, no table yet
+            return BuildResult(meta_path, len(done), 0, new, time.perf_counter() - t0)
         model = None
         values = {k: done[k]["median_ms"] for k in targets}
         if len(targets) < len(specs):
@@ -153,37 +130,8 @@ def _measure(rt, spec, protocol: Protocol, context: list):
     return rt.measure(module, x, context)
 
 
-def _open_log(path: Path, header: dict) -> list[dict]:
-    records = read_records(path, "latency build")
-    if not records:
-        write_atomic(path, json.dumps({"header": header}) + "\n")
-        return [{"header": header}]
-    old = records[0].get("header")
-    if old is None:
-        raise UserError(f"{path}:1: not a build log (no header record); delete it or pass --fresh")
-    for field in header:
-        if old.get(field) != header[field]:
-            raise UserError(f"{path} holds a partial build with a different {field} "
-                            f"({_short(old.get(field))} there, {_short(header[field])} now); resume with the same "
-                            f"settings on the same machine, or pass --fresh to measure again from scratch")
-    return records
-
-
-def _short(v: Any) -> str:
-    text = json.dumps(v, sort_keys=True)
-    return text if len(text) < 120 else text[:117] + "..."
-
-
 def _digest(keys: list[str]) -> str:
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()
-
-
-def _bar(total: int, initial: int, progress: bool):
-    if not progress:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="block", desc="lut build", dynamic_ncols=True, file=sys.stderr)
 
 
 def _csv_text(specs: dict, values: dict[str, float], done: dict[str, dict]) -> str:

@@ -176,9 +176,10 @@ class Runtime:
                 self._context_fns, self._context_for = [self.load(m, x) for m, x in context], context
             others = self._context_fns
 
-            def before():
+            def run_context():
                 for f in others:
                     f()
+            before = run_context
         return time_samples(fn, self.protocol, self.sync, before)
 
     def environment(self) -> dict[str, Any]:
@@ -295,7 +296,10 @@ class ONNXRuntimeCPU(Runtime):
 
 
 RUNTIMES: dict[str, type[Runtime]] = {r.name: r for r in (TorchCPU, ONNXRuntimeCPU, TorchCUDA)}
-DEVICES = (*RUNTIMES, "android")  # what `nas lut build` measures on
+DEVICES = (*RUNTIMES, "android")
+# what measurements depend on beyond the protocol: a build resumes, and a table is validated,
+# only where these match (the rest of the environment, such as the date, may differ)
+PINNED_ENV = ("runtime", "cpu", "threads", "torch", "onnxruntime", "gpu", "cuda")  # what `nas lut build` measures on
 
 
 def runtime(device: str, protocol: Protocol, **options: Any) -> Runtime:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -26,48 +25,35 @@ from typing import Any
 import numpy as np
 
 from nas.errors import UserError
-from nas.latency.measure import Protocol, combine_passes, runtime, today
+from nas.latency.measure import PINNED_ENV, Protocol, runtime, today
+from nas.latency.passes import measure_in_passes
 from nas.latency.table import Correction, LatencyTable
-from nas.runs import locked, read_records, write_atomic
+from nas.proxy_report import sample_unique
+from nas.runs import locked, write_atomic
 from nas.spaces.base import SearchSpace
 
 
-def sample_archs(space: SearchSpace, n: int, seed: int) -> np.ndarray:
-    """n distinct random genomes (fewer when the space is smaller)."""
-    rng = np.random.default_rng(seed)
-    seen: dict[bytes, np.ndarray] = {}
-    for _ in range(100):
-        for g in space.sample(rng, n):
-            seen.setdefault(g.tobytes(), g)
-            if len(seen) == n:
-                return np.array(list(seen.values()))
-    return np.array(list(seen.values()))
-
-
 def validate(space: SearchSpace, table: LatencyTable, out: Path, n: int = 100, calibrate: int = 20, seed: int = 0,
-             save: bool = True, progress: bool = True, protocol: Protocol | None = None,
-             device_options: dict | None = None) -> dict[str, Any]:
+             save: bool = True, progress: bool = True, passes: int | None = None) -> dict[str, Any]:
+    """``passes`` overrides the table's protocol for the networks (records are kept per pass)."""
     if calibrate < 3:
         raise UserError(f"--calibrate must be at least 3 (the correction has 3 terms), got {calibrate}")
     if n < calibrate + 5:
         raise UserError(f"--n must exceed --calibrate by at least 5 (figures are reported on the rest), "
                         f"got --n {n} --calibrate {calibrate}")
-    if protocol is None:
-        try:
-            protocol = Protocol(**table.meta.get("protocol", {}))
-        except TypeError as e:
-            raise UserError(f"{table.path}: [protocol] is not a measurement protocol ({e})") from None
+    try:
+        protocol = Protocol(**{**table.meta.get("protocol", {}), **({} if passes is None else {"passes": passes})})
+    except TypeError as e:
+        raise UserError(f"{table.path}: [protocol] is not a measurement protocol ({e})") from None
     if table.meta.get("runtime") == "android":
         raise UserError(f"{table.path} was measured on a phone; `nas lut validate` measures whole networks only on "
                         f"this machine's runtimes (local-cpu, onnxruntime-cpu, local-cuda) so far")
     if "runtime" not in table.meta:
         raise UserError(f"{table.path} was not measured by `nas lut build` (no 'runtime' field), so there is nothing "
                         f"here to measure whole networks with; validate tables you built")
-    rt = runtime(table.meta["runtime"], protocol, **(device_options or {}))
+    rt = runtime(table.meta["runtime"], protocol)
     _check_same_machine(table, rt.environment())
-    genomes = sample_archs(space, n, seed)
-    if len(genomes) < calibrate + 5:
-        raise UserError(f"space {space.name!r} has only {len(genomes)} distinct architectures; lower --n/--calibrate")
+    genomes = sample_unique(space, n, seed)
     block_sum, n_blocks = table.compiled(space).sums(genomes, count=True)
     ids = space.ids(genomes)
     if out.exists() and not out.is_dir():
@@ -78,7 +64,7 @@ def validate(space: SearchSpace, table: LatencyTable, out: Path, n: int = 100, c
     env = rt.environment()
     header = {"space": space.name, "fingerprint": space.fingerprint, "seed": seed,
               "protocol": {k: v for k, v in protocol.as_dict().items() if k != "passes"},
-              "environment": {k: env.get(k) for k in PINNED}}
+              "environment": {k: env.get(k) for k in PINNED_ENV}}
     with locked(out):
         measured = _measure_all(space, rt, genomes, ids, out / "measured.jsonl", progress, header)
     y = np.array([measured[i]["median_ms"] for i in ids])
@@ -111,13 +97,10 @@ def validate(space: SearchSpace, table: LatencyTable, out: Path, n: int = 100, c
     return report
 
 
-PINNED = ("runtime", "cpu", "threads", "torch", "onnxruntime", "gpu")
-
-
 def _check_same_machine(table: LatencyTable, env: dict) -> None:
     """Whole networks must be measured where the blocks were, or the comparison means nothing."""
     built = table.meta.get("environment", {})
-    for k in PINNED:
+    for k in PINNED_ENV:
         if built.get(k) is not None and env.get(k) is not None and built[k] != env[k]:
             raise UserError(f"{table.path} was measured with {k} = {built[k]!r}, this machine has {env[k]!r}: "
                             f"validate a table where it was built (or build one here)")
@@ -140,49 +123,18 @@ def _decoded(space: SearchSpace, genome: np.ndarray) -> dict[str, Any]:
 def _measure_all(space, rt, genomes, ids, log_path: Path, progress: bool, header: dict) -> dict[str, dict]:
     import torch
 
-    records = read_records(log_path, "latency validation")
-    if records and records[0].get("header") != header:
-        raise UserError(f"{log_path} holds measurements of another validation ({_diff(records[0].get('header'), header)}); "
-                        f"choose another --out")
-    if not records:
-        write_atomic(log_path, json.dumps({"header": header}) + "\n")
-    taken = {(r["arch_id"], r.get("pass", 0)): r for r in records[1:]}
-    order = list(zip(ids, genomes))
-    plan = [(i, g, p) for p in range(rt.protocol.passes) for i, g in (order if p % 2 == 0 else order[::-1])]
-    todo = [(i, g, p) for i, g, p in plan if (i, p) not in taken]
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    by_id = dict(zip(ids, genomes))
 
-        bar = tqdm(total=len(plan), initial=len(plan) - len(todo), unit="net", desc="lut validate", dynamic_ncols=True,
-                   file=sys.stderr)
-    try:
-        with log_path.open("a", encoding="utf-8") as log:
-            for i, g, p in todo:
-                arch = space.arch(g)
-                torch.manual_seed(zlib.crc32(i.encode()))
-                model = space.build(arch).eval()
-                res = space.input_resolution(arch)
-                x = torch.randn(rt.protocol.batch, getattr(model, "in_channels", 3), res, res)
-                rec = {"arch_id": i, "pass": p, **rt.measure(model, x).as_dict()}
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-                taken[(i, p)] = rec
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-    by_net: dict[str, list[dict]] = {}
-    for (i, _), rec in taken.items():
-        by_net.setdefault(i, []).append(rec)
-    return {i: combine_passes(recs) for i, recs in by_net.items()}  # as for blocks
+    def measure(arch_id: str):
+        arch = space.arch(by_id[arch_id])
+        torch.manual_seed(zlib.crc32(arch_id.encode()))
+        model = space.build(arch).eval()
+        res = space.input_resolution(arch)
+        return rt.measure(model, torch.randn(rt.protocol.batch, getattr(model, "in_channels", 3), res, res))
 
-
-def _diff(old: Any, new: dict) -> str:
-    if not isinstance(old, dict):
-        return "no header"
-    return ", ".join(f"{k}: {old.get(k)!r} there, {v!r} now" for k, v in new.items() if old.get(k) != v)[:300]
+    return measure_in_passes(log_path, header, list(ids), rt.protocol.passes, measure, field="arch_id",
+                             what="lut validate", unit="net", progress=progress,
+                             hint="choose another --out").combined
 
 
 def fit_correction(block_sum: np.ndarray, n_blocks: np.ndarray, measured: np.ndarray) -> Correction:
