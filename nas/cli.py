@@ -59,6 +59,13 @@ re-run the same command to resume an interrupted build; --fresh starts over""",
   nas lut validate --space elasticvit-tiny --device local-cpu --n 100
   nas lut validate --space nb201 --device local-cpu --n 60 --calibrate 12 --json
   nas lut validate --space elasticvit-tiny --device ./tables/laptop --no-save   # report only, keep the table as is""",
+    "design": """examples:
+  nas design --space deepmad-resnet --max-flops 4.13G --max-params 25.55M             # DeepMAD-R50's budgets
+  nas design --space deepmad-mobilenet --max-flops 4.5G --max-params 29M --rho 0.5 --json
+  nas design --space deepmad-resnet --max-flops 1.82G --max-params 11.69M --solver evolution --time-limit 10
+  nas design --space deepmad-tiny --max-flops 30M --max-params 1M --corrected --out runs/tiny-design
+  nas design --space deepmad-resnet --evaluate deepmad-r50 --json                      # score a given structure
+  nas design --space deepmad-resnet --evaluate runs/tiny-design/structure.json""",
     "spaces": "examples:\n  nas spaces\n  nas spaces --json",
     "devices": "examples:\n  nas devices\n  nas devices --json",
 }
@@ -114,7 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--space", help="space name or TOML path (its family must have a supernet)")
     t.add_argument("--data", help="fashion-mnist[:DIR], cifar10:DIR, cifar100:DIR or imagefolder:DIR[:SIZE]")
     t.add_argument("--sampler", default=TrainConfig.sampler, help="uniform, sandwich (default), complexity, elasticvit")
-    t.add_argument("--arch", help="train this one network of the space (a preset or architecture string), no supernet")
+    t.add_argument("--arch", help="train this one network of the space, no supernet: a preset, an architecture string, "
+                                  "JSON, or a JSON file (e.g. a `nas design` structure.json)")
     t.add_argument("--retokenize", type=float, metavar="SHARE",
                    help="As-ViT progressive re-tokenisation: the first SHARE of the steps on coarse tokens (with --arch)")
     n = t.add_mutually_exclusive_group()
@@ -252,6 +260,30 @@ def _parser() -> argparse.ArgumentParser:
     lv.add_argument("--no-save", action="store_true", help="do not write the correction into the table")
     lv.add_argument("--no-progress", action="store_true")
     lv.add_argument("--json", action="store_true")
+
+    de = cmd("design", "design a network by solving a mathematical program (DeepMAD), no training")
+    de.add_argument("--space", required=True, help="a DeepMAD space: deepmad-resnet, deepmad-mobilenet, deepmad-tiny")
+    de.add_argument("--max-flops", type=_si, metavar="F", help="FLOPs budget in the original code's count (4.13G, 30M)")
+    de.add_argument("--max-params", type=_si, metavar="P", help="parameters budget, classifier excluded (25.55M)")
+    de.add_argument("--max-layers", type=_si, metavar="N", help="conv-layer budget (optional)")
+    de.add_argument("--rho", type=float, help="effectiveness bound rho0 (default: the space's, 0.3 ResNet / 0.5 MobileNet)")
+    de.add_argument("--solver", default="mp", help="mp (scipy differential evolution, mixed-integer; default) or "
+                                                   "evolution (the original TinyNAS search)")
+    de.add_argument("--evaluate", metavar="ARCH", help="print the breakdown of this structure (preset, JSON or file); "
+                                                       "writes nothing")
+    de.add_argument("--entropy", default="code", help="code (1/2 log widths, as released; default) or paper (log)")
+    de.add_argument("--corrected", action="store_true", help="score at the network's own resolution with true "
+                                                             "K1DWSEK1 feature sizes (the code scores at 224, SE sides 1)")
+    de.add_argument("--seed", type=int, default=0)
+    de.add_argument("--time-limit", type=float, metavar="S", help="stop the solver after S seconds")
+    de.add_argument("--maxiter", type=int, default=5000, help="mp: generations at most (default 5000; stops at convergence)")
+    de.add_argument("--popsize", type=int, default=16, help="mp: population per variable (default 16)")
+    de.add_argument("--restarts", type=int, default=3, help="mp: independent solver runs, the best wins (default 3)")
+    de.add_argument("--population", type=int, default=256, help="evolution: population (default 256)")
+    de.add_argument("--iterations", type=int, default=500_000, help="evolution: children to score (default 500000)")
+    de.add_argument("--out", type=Path, help="run directory (default runs/<date>-<space>-design-<id>)")
+    de.add_argument("--no-progress", action="store_true", help="no progress bar")
+    de.add_argument("--json", action="store_true", help="print the breakdown as JSON")
 
     sp = cmd("spaces", "list the search spaces that ship with vitnas")
     sp.add_argument("--json", action="store_true")
@@ -483,7 +515,7 @@ def cmd_train(a: argparse.Namespace) -> str | None:
                           teachers=tuple(a.teacher), ema=a.ema, agc=a.agc, accumulate=a.accumulate, heldout=a.heldout,
                           eval_every=a.eval_every, checkpoint_every=a.checkpoint_every, max_bad_steps=a.max_bad_steps,
                           seed=a.seed, threads=a.threads, ray=a.ray, workers=a.workers, gpus_per_worker=a.gpus_per_worker,
-                          arch=a.arch, retokenize=a.retokenize)
+                          arch=_self_contained(a.arch), retokenize=a.retokenize)
         if cfg.ray is not None and world > 1:
             raise UserError("--ray starts its own training workers: run it without torchrun")
         trainer = Trainer(cfg, Path("."), progress=not a.no_progress)  # checks everything before writing
@@ -593,19 +625,28 @@ class _Sweep:
             tomli_w.dumps({**base, "sweep": {"search": self.search, "samples": self.samples, **dims}})
 
 
+def _si(text: str) -> float:
+    """A count with an optional SI suffix: 4.13G, 25.55M, 30k, 1e9."""
+    from decimal import Decimal, InvalidOperation
+
+    t = text.strip()
+    scale = {"k": 3, "K": 3, "M": 6, "G": 9, "T": 12}.get(t[-1:], 0)
+    try:  # decimal, so 1.82G is exactly 1820000000
+        return float(Decimal(t[:-1] if scale else t).scaleb(scale))
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"expected a number with an optional k/M/G suffix, got {text!r}") from None
+
+
+def _self_contained(text: str | None) -> str | None:
+    from nas.archspec import self_contained
+
+    return None if text is None else self_contained(text)
+
+
 def _read_arch_spec(text: str) -> Any:
-    if text.startswith("@"):
-        try:
-            text = Path(text[1:]).read_text()
-        except OSError as e:
-            raise UserError(f"--arch {text}: {e.strerror}") from None
-    stripped = text.strip()
-    if stripped[:1] in "[{":
-        try:
-            return json.loads(stripped)
-        except json.JSONDecodeError as e:
-            raise UserError(f"--arch is not valid JSON: {e}") from None
-    return stripped
+    from nas.archspec import read_arch_spec
+
+    return read_arch_spec(text)
 
 
 def cmd_latency(a: argparse.Namespace) -> str:
@@ -642,6 +683,75 @@ def cmd_latency(a: argparse.Namespace) -> str:
         for d, blocks in out["blocks"].items():
             lines.append(f"  blocks on {d}:")
             lines += [f"    {b['key']:48s} {b['ms']:8.3f}" for b in blocks]
+    return "\n".join(lines)
+
+
+def cmd_design(a: argparse.Namespace) -> str:
+    from nas.design import write_run
+    from nas.design.deepmad import DesignConfig, breakdown, design
+    from nas.spaces import get_space
+
+    space = get_space(a.space)
+    if space.family != "deepmad":
+        raise UserError(f"`nas design` solves DeepMAD programs; space {space.name!r} is of family {space.family!r} "
+                        "(use `nas search` for it, or --space deepmad-resnet / deepmad-mobilenet / deepmad-tiny)")
+    if a.entropy not in ("code", "paper"):
+        raise UserError(f"--entropy must be 'code' or 'paper', got {a.entropy!r}")
+    from nas.design.deepmad_objective import Objective
+
+    if a.evaluate:
+        arch = space.parse_arch(_read_arch_spec(a.evaluate))
+        out = breakdown(space, arch.genome, Objective(a.entropy, a.corrected))
+        return json.dumps(out, indent=2) if a.json else _format_breakdown(out, f"{a.evaluate} ({space.name})")
+    if a.max_flops is None or a.max_params is None:
+        raise UserError("nas design needs --max-flops and --max-params (or --evaluate ARCH)")
+    cfg = DesignConfig(space=a.space, max_flops=a.max_flops, max_params=a.max_params, rho=a.rho, max_layers=a.max_layers,
+                       solver=a.solver, seed=a.seed, entropy=a.entropy, corrected=a.corrected, popsize=a.popsize, restarts=a.restarts,
+                       maxiter=a.maxiter, population=a.population, iterations=a.iterations, time_limit=a.time_limit,
+                       fingerprint=space.fingerprint).validate()
+    from nas.design.deepmad import check_budgets
+
+    check_budgets(space, cfg.budgets(space))  # an infeasible budget fails here, before anything is written
+    bar = None
+    if not a.no_progress:
+        from tqdm import tqdm
+
+        total = None if cfg.solver == "mp" else cfg.iterations  # mp stops when it converges: no known total
+        bar = tqdm(total=total, unit="gen" if cfg.solver == "mp" else "child", desc=f"design ({cfg.solver})",
+                   dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
+
+    def progress(done: int, best: float) -> None:
+        bar.set_postfix(best=f"{best:.1f}", refresh=False)
+        bar.update(done - bar.n)
+
+    try:
+        result = design(space, cfg, progress if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    from nas.runs import new_run_dir
+
+    run_dir = new_run_dir(cfg, a.out, f"{space.name}-design")
+    write_run(run_dir, space, result)
+    best = {k: result.summary[k] for k in ("score", "entropy", "penalty", "rho", "rho_per_stage", "flops", "params",
+                                           "params_with_fc", "layers", "solve_s", "structure")}
+    if a.json:
+        return json.dumps(best, indent=2)
+    return "\n".join([f"run directory: {run_dir}",
+                      _format_breakdown(best, f"designed by {cfg.solver} in {best['solve_s']:.1f}s "
+                                              f"({result.summary['evaluated']} structures scored)"),
+                      f"structure: {run_dir / 'structure.json'}"])
+
+
+def _format_breakdown(b: dict, title: str) -> str:
+    lines = [title,
+             f"  score {b['score']:.1f} = entropy {b['entropy']:.1f} - depth penalty {b['penalty']:.1f}",
+             f"  rho {b['rho']:.4f} (per stage {', '.join(f'{r:.3f}' for r in b['rho_per_stage'])})",
+             f"  {b['flops'] / 1e9:.4f} GFLOPs, {b['params'] / 1e6:.3f} M params ({b['params_with_fc'] / 1e6:.3f} M with "
+             f"the classifier), {b['layers']} layers"]
+    for blk in b["structure"]:
+        extra = f" L {blk['L']:2d} btn {blk['btn']:4d}" if "L" in blk else ""
+        lines.append(f"    {blk['class']:17s} {blk['in']:4d} -> {blk['out']:4d}  s{blk['s']} k{blk['k']}{extra}")
     return "\n".join(lines)
 
 
@@ -753,7 +863,7 @@ def cmd_lut_validate(a: argparse.Namespace) -> str:
 
 
 COMMANDS = {"search": cmd_search, "resume": cmd_resume, "train": cmd_train, "tune": cmd_tune, "latency": cmd_latency,
-            "spaces": cmd_spaces, "devices": cmd_devices, "proxies": cmd_proxies, "lut": cmd_lut}
+            "spaces": cmd_spaces, "devices": cmd_devices, "proxies": cmd_proxies, "lut": cmd_lut, "design": cmd_design}
 
 if __name__ == "__main__":
     main()

@@ -35,9 +35,16 @@ def _asvit(doc: TomlDoc) -> SearchSpace:
     return AsViTSpace(doc)
 
 
+def _deepmad(doc: TomlDoc) -> SearchSpace:
+    from nas.spaces.deepmad import DeepMADSpace
+
+    return DeepMADSpace(doc)
+
+
 FAMILIES.register("elasticvit")(_elasticvit)
 FAMILIES.register("asvit")(_asvit)
 FAMILIES.register("nb201")(_nb201)
+FAMILIES.register("deepmad")(_deepmad)
 
 
 def space_files() -> dict[str, Path]:

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nas.arch import Arch
+from nas.archspec import parse_arch_text
 from nas.data import Data, load_data, random_crop_flip
 from nas.errors import UserError
 from nas.spaces import get_space
@@ -59,7 +60,7 @@ class Trainer:
         self.world, self.rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
         self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
         torch.manual_seed(cfg.seed)
-        self.fixed = self.space.parse_arch(cfg.arch) if cfg.arch is not None else None
+        self.fixed = parse_arch_text(self.space, cfg.arch) if cfg.arch is not None else None
         if self.fixed is not None:  # one network, no weight sharing (nas/train/standalone.py)
             from nas.train.standalone import Standalone
 

@@ -1,0 +1,453 @@
+"""Solving the DeepMAD program: maximise score (entropy - depth penalty) subject to hard budgets.
+
+    max_x  score(x)   s.t.  flops(x) <= F,  params(x) <= P,  max_j rho_j(x) <= rho0,  [layers(x) <= Lmax]
+
+over the solver grid of the space (``DeepMADSpace.vars``; ``to_genomes`` applies the original
+mutator's rules: widths multiples of 8 and non-decreasing, out <= 4 in, out/10 <= btn <= out, the
+bottleneck-ratio grid, first super-block at most 3 deep, kernels that fit their feature map).
+
+* ``solver="mp"``: scipy's ``differential_evolution``, a mixed-integer MP solver (``integrality`` on
+  every variable, the budgets as one vectorised ``NonlinearConstraint``, the whole population
+  scored per call), seeded with the original config's starting structure, then a best-improvement
+  coordinate search on the integer grid (steps of +-1 and +-2 per variable) until no step improves.
+  Why this one, with the numbers that decided it: docs/deepmad.md.
+* ``solver="evolution"``: the original TinyNAS search (population of copies of the seed, uniform
+  random parent, two block mutations with the mutator's rules, children over budget rejected,
+  the population kept as the best distinct structures), generational in batches of the population
+  size so the objective runs vectorised; it stops after ``iterations`` children or ``time_limit``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from nas.arch import GENOME_DTYPE
+from nas.design.deepmad_objective import Objective, evaluate
+from nas.errors import UserError
+from nas.spaces.deepmad import DeepMADSpace, smart_round
+
+CONSTRAINTS = ("flops", "params", "rho", "layers")
+BUDGET_COLUMN = {"flops": "flops", "params": "params_backbone", "rho": "rho", "layers": "layers"}
+FLAGS = {"flops": "--max-flops", "params": "--max-params", "rho": "--rho", "layers": "--max-layers"}
+
+
+@dataclass(frozen=True)
+class Budgets:
+    flops: float
+    params: float
+    rho: float
+    layers: float | None = None
+
+    def items(self) -> list[tuple[str, float]]:
+        return [(k, v) for k, v in (("flops", self.flops), ("params", self.params), ("rho", self.rho),
+                                    ("layers", self.layers)) if v is not None]
+
+    def violation(self, m: dict[str, np.ndarray]) -> np.ndarray:
+        """(n, k): value / budget - 1 per budget (feasible where all <= 0)."""
+        return np.stack([m[BUDGET_COLUMN[k]] / v - 1.0 for k, v in self.items()], axis=1)
+
+
+@dataclass
+class Solution:
+    genome: np.ndarray
+    metrics: dict[str, Any]
+    solve_s: float
+    evaluated: int
+    candidates: list[tuple[np.ndarray, dict[str, Any]]] = field(default_factory=list)  # what the run log keeps
+
+
+class Scorer:
+    """The objective over grid vectors, vectorised, counting the structures it scored."""
+
+    def __init__(self, space: DeepMADSpace, budgets: Budgets, objective: Objective):
+        self.space, self.budgets, self.objective = space, budgets, objective
+        self.evaluated = 0
+
+    def __call__(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        genomes = self.space.to_genomes(vectors)
+        m = evaluate(self.space, genomes, self.objective)
+        self.evaluated += len(genomes)
+        return genomes, self.budgets.violation(m), m
+
+
+def check_budgets(space: DeepMADSpace, budgets: Budgets) -> None:
+    """Each budget alone must admit some structure of the solver's grid; else name the smallest
+    value that could be met (the narrowest, shallowest structure has the least FLOPs, parameters and
+    layers; the widest one at depth 1 the least rho)."""
+    small = space.to_genomes(np.zeros((1, len(space.vars)), dtype=np.int64))
+    wide = np.zeros((1, len(space.vars)), dtype=np.int64)
+    wide[0, :] = space.var_sizes - 1
+    wide[0, 4::4] = 0  # depth 1 everywhere (every 4th var from 4 is a super-block's L)
+    lo = evaluate(space, small)
+    lo_rho = min(float(lo["rho"][0]), float(evaluate(space, space.to_genomes(wide))["rho"][0]))
+    floor = {"flops": float(lo["flops"][0]), "params": float(lo["params_backbone"][0]), "rho": lo_rho,
+             "layers": float(lo["layers"][0])}
+    for k, v in budgets.items():
+        if v < floor[k]:
+            shown = {"flops": _si(floor[k]), "params": _si(floor[k]), "rho": f"{floor[k]:.4f}",
+                     "layers": f"{floor[k]:.0f}"}[k]
+            raise UserError(f"{FLAGS[k]} {_si(v) if k in ('flops', 'params') else f'{v:g}'} cannot be met in space "
+                            f"{space.name!r}: the least {k} a structure there can have is {shown}")
+
+
+def _si(x: float) -> str:
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(x) >= div:
+            return f"{x / div:.4g}{suffix}"
+    return f"{x:.4g}"
+
+
+def start_vectors(space: DeepMADSpace) -> np.ndarray:
+    """The original configs' starting structures, as grid vectors (may be empty)."""
+    seeds = list(space.seeds().values())
+    if not seeds:
+        return np.zeros((0, len(space.vars)), dtype=np.int64)
+    return space.to_vectors(np.asarray([a.genome for a in seeds]))
+
+
+# ---- the MP solver -------------------------------------------------------------------------------
+def solve_mp(space: DeepMADSpace, budgets: Budgets, objective: Objective = Objective(), *, seed: int = 0,
+             popsize: int = 16, maxiter: int = 5000, restarts: int = 3, time_limit: float | None = None,
+             progress: Callable[[int, float], None] | None = None) -> Solution:
+    from scipy.optimize import NonlinearConstraint, differential_evolution
+
+    check_budgets(space, budgets)
+    scorer = Scorer(space, budgets, objective)
+    cache: dict[bytes, tuple[float, np.ndarray]] = {}
+
+    def lookup(xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = np.rint(np.atleast_2d(xt.T)).astype(np.int64)  # scipy passes (n_var, S) when vectorised
+        keys = [row.tobytes() for row in x]
+        if not keys:
+            return np.zeros(0), np.zeros((0, len(budgets.items())))
+        todo = [i for i, k in enumerate(keys) if k not in cache]
+        if todo:
+            _, viol, m = scorer(x[todo])
+            for j, i in enumerate(todo):
+                cache[keys[i]] = (float(m["score"][j]), viol[j])
+        f = np.array([cache[k][0] for k in keys])
+        g = np.stack([cache[k][1] for k in keys])
+        return f, g
+
+    n_var = len(space.vars)
+    bounds = [(0, int(s) - 1) for s in space.var_sizes]
+    starts = start_vectors(space)
+    t0 = time.perf_counter()
+    gen = [0]
+    best_seen = [-math.inf]
+
+    def callback(intermediate_result) -> bool:
+        gen[0] += 1
+        f, g = lookup(np.asarray(intermediate_result.x)[:, None])
+        if (g <= 0).all():
+            best_seen[0] = max(best_seen[0], float(f[0]))
+        if progress is not None:
+            progress(gen[0], best_seen[0])
+        return time_limit is not None and time.perf_counter() - t0 > time_limit
+
+    finals, populations = [], []
+    for r in range(restarts):  # independent runs from different Latin-hypercube starts; the best wins
+        rng = np.random.default_rng([seed, r])
+        init = _latin(rng, popsize * n_var, space.var_sizes)
+        init[: len(starts)] = starts[: len(init)]
+        res = differential_evolution(
+            lambda xt: -lookup(xt)[0], bounds, integrality=np.ones(n_var, dtype=bool), popsize=popsize,
+            maxiter=maxiter, init=init, rng=rng, polish=False, vectorized=True, updating="deferred", tol=1e-6,
+            mutation=(0.5, 1.0), recombination=0.9,
+            constraints=NonlinearConstraint(lambda xt: lookup(xt)[1].T, -np.inf, 0.0), callback=callback)
+        finals.append(_climb(scorer, np.rint(res.x).astype(np.int64))[0])
+        populations.append(np.rint(res.population).astype(np.int64))
+        if time_limit is not None and time.perf_counter() - t0 > time_limit:
+            break
+    _, viol, m = scorer(np.stack(finals))
+    f = np.where((viol <= 0).all(1), m["score"], -np.inf)
+    x = finals[int(np.argmax(f))]
+    genome, viol, m = scorer(x[None, :])
+    if not (viol <= 0).all():
+        worst = [k for k, _ in budgets.items()][int(np.argmax(viol[0]))]
+        raise UserError(f"the MP solver found no structure within all budgets together ({FLAGS[worst]} is the "
+                        f"hardest); each is reachable alone, so relax one or raise --maxiter")
+    candidates = _final_candidates(scorer, np.concatenate(populations), x)
+    return Solution(genome[0], _row(m, 0), time.perf_counter() - t0, scorer.evaluated, candidates)
+
+
+def _latin(rng: np.random.Generator, n: int, sizes: np.ndarray) -> np.ndarray:
+    """Latin-hypercube integer samples over the grid (scipy's own init, made reproducible here)."""
+    cols = [(rng.permutation(n) + rng.random(n)) / n * s for s in sizes]
+    return np.clip(np.floor(np.stack(cols, axis=1)), 0, sizes - 1).astype(np.int64)
+
+
+def _climb(scorer: Scorer, x: np.ndarray, max_steps: int = 200) -> tuple[np.ndarray, int]:
+    """Best-improvement search over +-1, +-2 steps of one variable, feasible moves only."""
+    sizes = scorer.space.var_sizes
+    _, viol, m = scorer(x[None, :])
+    best = float(m["score"][0]) if (viol <= 0).all() else -math.inf
+    steps = 0
+    for steps in range(max_steps):
+        moves = []
+        for j in range(len(x)):
+            for d in (-2, -1, 1, 2):
+                if 0 <= x[j] + d < sizes[j]:
+                    y = x.copy()
+                    y[j] += d
+                    moves.append(y)
+        cand = np.stack(moves)
+        _, viol, m = scorer(cand)
+        f = np.where((viol <= 0).all(1), m["score"], -np.inf)
+        i = int(np.argmax(f))
+        if not f[i] > best + 1e-9:
+            break
+        x, best = cand[i], float(f[i])
+    return x, steps
+
+
+def _final_candidates(scorer: Scorer, population: np.ndarray, x: np.ndarray) -> list:
+    """The distinct structures of the final population plus the answer, for the run log."""
+    vectors = np.concatenate([np.rint(np.atleast_2d(population)).astype(np.int64), x[None, :]])
+    genomes, _, m = scorer(vectors)
+    _, first = np.unique(genomes, axis=0, return_index=True)
+    return [(genomes[i], _row(m, i)) for i in sorted(first)]
+
+
+def _row(m: dict[str, np.ndarray], i: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in m.items():
+        out[k] = v[i].tolist() if v.ndim > 1 else float(v[i])
+    return out
+
+
+# ---- the original's evolutionary search ------------------------------------------------------------
+def solve_evolution(space: DeepMADSpace, budgets: Budgets, objective: Objective = Objective(), *, seed: int = 0,
+                    population: int = 256, iterations: int = 500_000, block_mutations: int = 2,
+                    time_limit: float | None = None, start: np.ndarray | None = None,
+                    progress: Callable[[int, float], None] | None = None) -> Solution:
+    """TinyNAS's search on the same objective. ``start``: the genome the population starts as
+    (default the space's first seed structure, else the smallest structure); it must meet the budgets."""
+    check_budgets(space, budgets)
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    if start is None:
+        seeds = space.seeds()
+        start = (np.asarray(next(iter(seeds.values())).genome) if seeds
+                 else space.to_genomes(np.zeros((1, len(space.vars)), dtype=np.int64))[0])
+    start = np.asarray(start, dtype=GENOME_DTYPE)[None, :]
+    m0 = evaluate(space, start, objective)
+    if not (budgets.violation(m0) <= 0).all():
+        raise UserError(f"the evolution solver starts from the seed structure, which is over the budgets "
+                        f"(flops {_si(float(m0['flops'][0]))}, params {_si(float(m0['params_backbone'][0]))}, "
+                        f"rho {float(m0['rho'][0]):.3f}); use --solver mp or larger budgets")
+    pop_g, pop_f = start.copy(), m0["score"].copy()
+    evaluated, it = 1, 0
+    while it < iterations and (time_limit is None or time.perf_counter() - t0 < time_limit):
+        n = min(population, iterations - it)
+        parents = pop_g[rng.integers(len(pop_g), size=n)]
+        children = mutate(space, parents, rng, block_mutations)
+        m = evaluate(space, children, objective)
+        evaluated += n
+        it += n
+        ok = (budgets.violation(m) <= 0).all(1)
+        allg = np.concatenate([pop_g, children[ok]])
+        allf = np.concatenate([pop_f, m["score"][ok]])
+        uniq, first = np.unique(allg, axis=0, return_index=True)
+        order = first[np.argsort(-allf[first], kind="stable")][:population]
+        pop_g, pop_f = allg[order], allf[order]
+        if progress is not None:
+            progress(it, float(pop_f[0]))
+    m = evaluate(space, pop_g, objective)
+    candidates = [(pop_g[i], _row(m, i)) for i in range(len(pop_g))]
+    return Solution(pop_g[0], _row(m, 0), time.perf_counter() - t0, evaluated, candidates)
+
+
+def mutate(space: DeepMADSpace, genomes: np.ndarray, rng: np.random.Generator, times: int = 2) -> np.ndarray:
+    """The original mutator: ``times`` times, a random block (stem or super-block; the head is never
+    mutated) changes one property by the space's rules."""
+    s = space.values(genomes)
+    r = space.rules
+    stem, out, btn, k, L = s.stem.copy(), s.out.copy(), s.btn.copy(), s.k.copy(), s.L.copy()
+    nb = space.n_blocks
+    scales = np.asarray(r["channel_scales"])
+    kernels = np.asarray(r["kernels"])
+    for i in range(len(genomes)):
+        for _ in range(times):
+            b = int(rng.integers(nb + 1)) - 1  # -1: the stem
+            if b < 0:
+                c = int(smart_round(scales[rng.integers(len(scales))] * stem[i]))
+                c = min(max(c, r["stem_min"]), r["stem_max"], int(out[i, 0]))
+                if r["out_max_ratio"]:  # keep the first super-block within out <= 4 in
+                    c = max(c, _ceil8(out[i, 0] / r["out_max_ratio"]))
+                stem[i] = c
+                continue
+            cin = int(stem[i]) if b == 0 else int(out[i, b - 1])
+            op = ("out", "k", "btn", "L")[int(rng.integers(4))]
+            if op == "out":
+                ratio = btn[i, b] / out[i, b]
+                o = min(int(smart_round(scales[rng.integers(len(scales))] * out[i, b])), space.max_channels)
+                if r["out_max_ratio"]:
+                    o = min(o, int(r["out_max_ratio"] * cin))
+                o = max(o, cin)
+                if b < nb - 1:
+                    o = min(o, int(out[i, b + 1]))
+                    if r["out_max_ratio"]:  # the next block's input stays at least its out / 4 (rounded up
+                        o = max(o, _ceil8(out[i, b + 1] / r["out_max_ratio"]))  # so the rule holds exactly)
+                out[i, b] = o
+                if space.block == "K1DWSEK1":
+                    btn[i, b] = int(smart_round(o * _nearest(r["btn_ratios"], ratio)))
+            elif op == "k":
+                others = kernels[kernels != k[i, b]]
+                if others.size:
+                    k[i, b] = others[rng.integers(others.size)]
+            elif op == "btn":
+                if space.block == "K1DWSEK1":
+                    ratios = np.asarray(r["btn_ratios"])
+                    cur = _nearest(r["btn_ratios"], btn[i, b] / out[i, b])
+                    others = ratios[~np.isclose(ratios, cur)]
+                    btn[i, b] = int(smart_round(out[i, b] * others[rng.integers(others.size)]))
+                else:
+                    btn[i, b] = min(int(smart_round(scales[rng.integers(len(scales))] * btn[i, b])), int(out[i, b]))
+            else:
+                steps = np.asarray(r["depth_steps"])
+                for _attempt in range(len(steps)):
+                    new = max(1, int(L[i, b] + steps[rng.integers(len(steps))]))
+                    if new != L[i, b]:
+                        break
+                if b == 0:
+                    new = min(new, r["first_block_max_depth"])
+                L[i, b] = min(new, space.max_depth)
+            if space.block == "K1KXK1":  # btn <= out after every mutation, not only btn's (as to_genomes)
+                btn[i, b] = min(btn[i, b], out[i, b])
+            if r["btn_min_ratio"] and btn[i, b] < out[i, b] / r["btn_min_ratio"]:
+                btn[i, b] = int(smart_round(out[i, b] / r["btn_min_ratio"]))
+    btn = np.clip(btn, 1, space.max_btn)
+    g = np.asarray(genomes, dtype=GENOME_DTYPE).copy()
+    g[:, space._col("stem.out")] = stem - 1
+    g[:, space._block_cols("out")] = out - 1
+    g[:, space._block_cols("btn")] = btn - 1
+    g[:, space._block_cols("k")] = np.searchsorted(np.asarray(space.kernels), space.fit_kernels(k))
+    g[:, space._block_cols("L")] = L - 1
+    return g
+
+
+def _ceil8(x: float) -> int:
+    return int(math.ceil(x / 8) * 8)
+
+
+def _nearest(grid, x: float) -> float:
+    grid = np.asarray(grid)
+    return float(grid[np.abs(grid - x).argmin()])
+
+
+# ---- the designer: config, breakdown, run files ---------------------------------------------------
+@dataclass(frozen=True)
+class DesignConfig:
+    """Everything that determines a `nas design` run; written to its config.toml."""
+
+    space: str
+    max_flops: float
+    max_params: float
+    rho: float | None = None  # default: the space's [solver] rho
+    max_layers: float | None = None
+    solver: str = "mp"
+    seed: int = 0
+    entropy: str = "code"  # "code" (1/2 log, the released code) or "paper"
+    corrected: bool = False  # score at the network's own resolution with true K1DWSEK1 sides
+    popsize: int = 16  # mp: differential evolution population per variable
+    restarts: int = 3  # mp: independent runs, the best one wins
+    maxiter: int = 5000  # mp: generations at most (it stops earlier once converged)
+    population: int = 256  # evolution
+    iterations: int = 500_000  # evolution: children
+    time_limit: float | None = None  # seconds; evolution stops there, mp after the generation running
+    fingerprint: str = ""
+
+    def validate(self) -> "DesignConfig":
+        if self.solver not in SOLVERS:
+            from nas.registry import did_you_mean
+
+            raise did_you_mean(self.solver, SOLVERS, "solver")
+        if self.entropy not in ("code", "paper"):
+            raise UserError(f"--entropy must be 'code' or 'paper', got {self.entropy!r}")
+        for flag, v in (("--max-flops", self.max_flops), ("--max-params", self.max_params), ("--rho", self.rho),
+                        ("--max-layers", self.max_layers), ("--time-limit", self.time_limit)):
+            if v is not None and not v > 0:
+                raise UserError(f"{flag} must be positive, got {v:g}")
+        for flag, v in (("--popsize", self.popsize), ("--maxiter", self.maxiter), ("--restarts", self.restarts),
+                        ("--population", self.population),
+                        ("--iterations", self.iterations)):
+            if v < 1:
+                raise UserError(f"{flag} must be at least 1, got {v}")
+        if not 0 <= self.seed < 2**32:
+            raise UserError(f"--seed must be between 0 and 2**32 - 1, got {self.seed}")
+        return self
+
+    def budgets(self, space: DeepMADSpace) -> Budgets:
+        return Budgets(self.max_flops, self.max_params, self.rho if self.rho is not None else space.rules["rho"],
+                       self.max_layers)
+
+    def objective(self) -> Objective:
+        return Objective(self.entropy, self.corrected)
+
+    def to_toml(self) -> str:
+        from nas.config import dataclass_to_toml
+
+        return dataclass_to_toml(self, "`nas design`; a person")
+
+
+SOLVERS = ("mp", "evolution")
+JSON_KEYS = ("score", "entropy", "penalty", "rho", "rho_per_stage", "flops", "params", "params_with_fc", "layers",
+             "solve_s", "structure")
+COLUMNS = ["score", "entropy", "penalty", "rho", "flops", "params", "params_with_fc", "layers", "macs_m", "params_m"]
+
+
+def breakdown(space: DeepMADSpace, genome, objective: Objective = Objective(), solve_s: float | None = None) -> dict:
+    """The score breakdown `nas design --json` prints: plain counts, params without the classifier."""
+    g = np.asarray(genome, dtype=GENOME_DTYPE).reshape(1, -1)
+    m = evaluate(space, g, objective)
+    arch = space.arch(g[0])
+    out = {"score": float(m["score"][0]), "entropy": float(m["entropy"][0]), "penalty": float(m["penalty"][0]),
+           "rho": float(m["rho"][0]), "rho_per_stage": [float(x) for x in m["rho_per_stage"][0]],
+           "flops": float(m["flops"][0]), "params": float(m["params_backbone"][0]),
+           "params_with_fc": float(m["params"][0]), "layers": int(m["layers"][0]),
+           "solve_s": None if solve_s is None else round(float(solve_s), 3),
+           "structure": space.structure(arch)}
+    assert tuple(out) == JSON_KEYS
+    return out
+
+
+def _columns_of(row: dict) -> dict[str, float]:
+    return {"score": row["score"], "entropy": row["entropy"], "penalty": row["penalty"], "rho": row["rho"],
+            "flops": row["flops"], "params": row["params_backbone"], "params_with_fc": row["params"],
+            "layers": row["layers"], "macs_m": row["macs"] / 1e6, "params_m": row["params"] / 1e6}
+
+
+def design(space: DeepMADSpace, cfg: DesignConfig, progress: Callable[[int, float], None] | None = None):
+    """Solve the program; returns a ``nas.design.Design`` whose files hold structure.json."""
+    import json
+
+    from nas.design import Design
+    from nas.objectives import Constraint
+    from nas.objectives import Objective as RunObjective
+
+    budgets = cfg.budgets(space)
+    obj = cfg.objective()
+    if cfg.solver == "mp":
+        sol = solve_mp(space, budgets, obj, seed=cfg.seed, popsize=cfg.popsize, maxiter=cfg.maxiter,
+                       restarts=cfg.restarts, time_limit=cfg.time_limit, progress=progress)
+    else:
+        sol = solve_evolution(space, budgets, obj, seed=cfg.seed, population=cfg.population,
+                              iterations=cfg.iterations, time_limit=cfg.time_limit, progress=progress)
+    best = breakdown(space, sol.genome, obj, sol.solve_s)
+    constraints = [Constraint("flops", budgets.flops, "--max-flops"), Constraint("params", budgets.params, "--max-params"),
+                   Constraint("rho", budgets.rho, "--rho")]
+    if budgets.layers is not None:
+        constraints.append(Constraint("layers", budgets.layers, "--max-layers"))
+    structure = {"space": space.name, "image_size": space.input_resolution(space.arch(sol.genome)),
+                 "structure": best["structure"], "score": {k: v for k, v in best.items() if k != "structure"},
+                 "budgets": {k: v for k, v in budgets.items()}, "solver": cfg.solver, "seed": cfg.seed,
+                 "evaluated": sol.evaluated, "entropy_form": cfg.entropy, "corrected": cfg.corrected}
+    return Design(columns=COLUMNS, objectives=[RunObjective("score", "max", "DeepMAD score")], constraints=constraints,
+                  candidates=[(g, _columns_of(r)) for g, r in sol.candidates],
+                  files={"structure.json": json.dumps(structure, indent=2) + "\n"},
+                  summary={**best, "evaluated": sol.evaluated})
