@@ -55,9 +55,10 @@ class Budgets:
 class Solution:
     genome: np.ndarray
     metrics: dict[str, Any]
-    solve_s: float
+    solve_s: float  # wall seconds
     evaluated: int
     candidates: list[tuple[np.ndarray, dict[str, Any]]] = field(default_factory=list)  # what the run log keeps
+    cpu_s: float = 0.0  # CPU seconds of this process (the solvers are single-threaded numpy)
 
 
 class Scorer:
@@ -136,7 +137,7 @@ def solve_mp(space: DeepMADSpace, budgets: Budgets, objective: Objective = Objec
     n_var = len(space.vars)
     bounds = [(0, int(s) - 1) for s in space.var_sizes]
     starts = start_vectors(space)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     gen = [0]
     best_seen = [-math.inf]
 
@@ -172,7 +173,8 @@ def solve_mp(space: DeepMADSpace, budgets: Budgets, objective: Objective = Objec
         raise UserError(f"the MP solver found no structure within all budgets together ({FLAGS[worst]} is the "
                         f"hardest); each is reachable alone, so relax one or raise --maxiter")
     candidates = _final_candidates(scorer, np.concatenate(populations), x)
-    return Solution(genome[0], _row(m, 0), time.perf_counter() - t0, scorer.evaluated, candidates)
+    return Solution(genome[0], _row(m, 0), time.perf_counter() - t0, scorer.evaluated, candidates,
+                    time.process_time() - c0)
 
 
 def _latin(rng: np.random.Generator, n: int, sizes: np.ndarray) -> np.ndarray:
@@ -229,7 +231,7 @@ def solve_evolution(space: DeepMADSpace, budgets: Budgets, objective: Objective 
     (default the space's first seed structure, else the smallest structure); it must meet the budgets."""
     check_budgets(space, budgets)
     rng = np.random.default_rng(seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if start is None:
         seeds = space.seeds()
         start = (np.asarray(next(iter(seeds.values())).genome) if seeds
@@ -259,7 +261,7 @@ def solve_evolution(space: DeepMADSpace, budgets: Budgets, objective: Objective 
             progress(it, float(pop_f[0]))
     m = evaluate(space, pop_g, objective)
     candidates = [(pop_g[i], _row(m, i)) for i in range(len(pop_g))]
-    return Solution(pop_g[0], _row(m, 0), time.perf_counter() - t0, evaluated, candidates)
+    return Solution(pop_g[0], _row(m, 0), time.perf_counter() - t0, evaluated, candidates, time.process_time() - c0)
 
 
 def mutate(space: DeepMADSpace, genomes: np.ndarray, rng: np.random.Generator, times: int = 2) -> np.ndarray:

@@ -66,8 +66,9 @@ INNER = {"K1KXK1": ResK1KXK1, "K1DWSEK1": ResK1DWSEK1}
 
 
 class DeepMADNet(nn.Module):
-    def __init__(self, structure: list[dict], block: str, num_classes: int):
+    def __init__(self, structure: list[dict], block: str, num_classes: int, resolution: int):
         super().__init__()
+        self.resolution = resolution
         inner = INNER[block]
         stem = structure[0]
         self.stem = ConvBNReLU(stem["in"], stem["out"], stem["k"], stem["s"])
@@ -83,5 +84,7 @@ class DeepMADNet(nn.Module):
         self.fc = nn.Linear(last["out"], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:  # data at another size (28 px Fashion-MNIST)
+            x = F.interpolate(x, size=self.resolution, mode="bicubic", align_corners=False)
         x = self.head(self.blocks(self.stem(x)))  # (B, C, H/32, W/32)
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))

@@ -467,7 +467,7 @@ class DeepMADSpace(SearchSpace):
     def build(self, arch: Arch):
         from nas.nets.deepmad import DeepMADNet
 
-        return DeepMADNet(self.structure(arch), self.block, self.num_classes)
+        return DeepMADNet(self.structure(arch), self.block, self.num_classes, self.input_resolution(arch))
 
     def size(self) -> int:
         return int(np.prod([g.size for g in self.genes], dtype=float))
