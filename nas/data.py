@@ -124,6 +124,20 @@ def _fashion_mnist(path: Path) -> tuple[Split, Split, int]:
     return split("train"), split("t10k"), 10
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR batch holds (dicts, lists, bytes, ints and numpy arrays): any
+    other global in the file, such as a function a planted pickle would call, is refused before it
+    is looked up, so loading a user's folder never runs code from it."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing {module}.{name}: a CIFAR batch holds only arrays, lists and bytes")
+
+
 def _cifar(path: Path, classes: int) -> tuple[Split, Split, int]:
     files = ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]) if classes == 10 else (["train"], ["test"])
     key = b"labels" if classes == 10 else b"fine_labels"
@@ -134,7 +148,7 @@ def _cifar(path: Path, classes: int) -> tuple[Split, Split, int]:
             f = path / name
             try:
                 with f.open("rb") as fh:
-                    d = pickle.load(fh, encoding="bytes")
+                    d = _CifarUnpickler(fh, encoding="bytes").load()
             except FileNotFoundError:
                 raise UserError(f"CIFAR-{classes} file {f} is missing (expected the python version: "
                                 f"{', '.join(names)} in {path})") from None
