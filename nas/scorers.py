@@ -122,10 +122,9 @@ class SupernetScorer:
         torch.set_num_threads(self.threads)
         keep_freed_memory()
         bound_kernel_cache()
-        try:
-            ck = torch.load(self.path, map_location="cpu", weights_only=False)
-        except Exception as e:  # a file that is not a checkpoint
-            raise UserError(f"--supernet {self.path}: not a vitnas checkpoint ({type(e).__name__}: {e})") from None
+        from nas.train.trainer import load_checkpoint
+
+        ck = load_checkpoint(self.path, "cpu", "--supernet")  # weights_only: a planted pickle runs nothing
         if not isinstance(ck, dict) or "model" not in ck or "space_fingerprint" not in ck:
             raise UserError(f"--supernet {self.path}: not a vitnas supernet checkpoint")
         if ck["space_fingerprint"] != self.space.fingerprint:

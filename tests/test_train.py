@@ -271,3 +271,33 @@ def test_ddp_with_torchrun_on_cpu(tmp_path):
     assert ck["step"] == 8
     steps = rows(tmp_path / "run" / "steps.csv")
     assert len({r["step"] for r in steps}) == 8  # one log, written by rank 0
+
+
+class _Planted:
+    """A "checkpoint" whose unpickling would call a function of the attacker's choosing."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_a_planted_checkpoint_is_refused_and_runs_nothing(tmp_path):
+    from nas.errors import UserError
+    from nas.train.trainer import load_checkpoint
+
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "checkpoint.pt"
+    torch.save({"format": 1, "model": {}, "space_fingerprint": "x", "sampler": _Planted(marker)}, bad)
+    with pytest.raises(UserError, match="refusing to unpickle it: it holds objects other than tensors"):
+        load_checkpoint(bad, "cpu", "--supernet")
+    assert not marker.exists()
+    r = nas_cli("search", "--space", "elasticvit-tiny", "--supernet", str(bad), "--budget", "4",
+                "--out", str(tmp_path / "run"), "--no-progress")
+    assert r.returncode == 2 and "refusing to unpickle" in r.stderr and r.stderr.count("\n") == 1
+    assert not marker.exists()
+    torch.load(bad, weights_only=False)  # the same file through an unrestricted load does run code
+    assert marker.exists()

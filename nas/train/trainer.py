@@ -17,6 +17,7 @@ import copy
 import csv
 import math
 import os
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -131,8 +132,8 @@ class Trainer:
             "evaluation": {"bn_batches": self.cfg.bn_batches, "batch": CALIBRATION_BATCH},
             "model": self.supernet.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "sampler": self.sampler.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
-            "bad_steps": self.bad_steps, "skipped": self.skipped, "last_eval": self.last_eval,
+            "sampler": plain(self.sampler.state_dict()), "scaler": self.scaler.state_dict() if self.scaler else None,
+            "bad_steps": self.bad_steps, "skipped": self.skipped, "last_eval": plain(self.last_eval),
         }
 
     def save(self) -> None:
@@ -147,7 +148,7 @@ class Trainer:
         tmp.replace(path)
 
     def load(self, path: Path) -> None:
-        ck = torch.load(path, map_location=self.device, weights_only=False)
+        ck = load_checkpoint(path, self.device, "--resume")
         if ck.get("space_fingerprint") != self.space.fingerprint:
             raise UserError(f"{path} was trained on a different definition of space {self.space.name!r}")
         self.supernet.load_state_dict(ck["model"])
@@ -355,6 +356,38 @@ class Trainer:
         return {"run_dir": str(self.out), "step": self.step, "total": self.total, "skipped_steps": self.skipped,
                 "seconds": round(time.perf_counter() - t0, 1), "evaluation": self.last_eval,
                 "checkpoint": str(self.out / CHECKPOINT)}
+
+
+def plain(obj: Any) -> Any:
+    """Numpy scalars and arrays in trainer state as Python numbers and lists, so the checkpoint
+    holds only tensors and plain data and loads with ``weights_only=True``."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+def load_checkpoint(path: Path, device, flag: str) -> dict:
+    """A vitnas checkpoint, unpickled with ``weights_only=True``: tensors and plain data only, so a
+    planted file cannot run code. Anything else is refused with one line."""
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()
+        why = next((ln.strip() for ln in first if "GLOBAL" in ln or "Unsupported" in ln), first[0] if first else "")
+        raise UserError(f"{flag} {path}: refusing to unpickle it: it holds objects other than tensors and plain data "
+                        f"({why[:160]}); vitnas checkpoints never do (one written by a vitnas older than this "
+                        "release does if its sampler state held numpy values: retrain it)") from None
+    except (OSError, RuntimeError, EOFError) as e:
+        raise UserError(f"{flag} {path}: not a vitnas checkpoint ({type(e).__name__}: {str(e)[:160]})") from None
+    if not isinstance(ck, dict):
+        raise UserError(f"{flag} {path}: not a vitnas checkpoint")
+    return ck
 
 
 def evaluate_subnet(supernet, arch: Arch, data: Data, bn_batches: int, batch_size: int, device,
