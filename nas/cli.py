@@ -48,6 +48,11 @@ EXAMPLES = {
   nas proxies --space elasticvit-tiny --n 50 --supernet runs/<train run>/      # correlation with supernet accuracy
   nas proxies --space elasticvit --n 20 --proxies all --ensemble logrank --json
   nas proxies --space nb201 --n 1000 --out runs/nb201-proxies                   # re-run to resume""",
+    "lut": """examples:
+  nas lut build    --space elasticvit-tiny --device local-cpu      # measure every block on this machine (~6 min)
+  nas lut build    --space elasticvit --device local-cpu --max-blocks 300   # a designed subset + a fitted model
+  nas lut validate --space elasticvit-tiny --device local-cpu      # whole networks end to end, fitted correction
+run `nas lut build --help` / `nas lut validate --help` for their options""",
     "lut build": """examples:
   nas lut build --space elasticvit-tiny --device local-cpu            # ~6 min; then --device local-cpu anywhere
   nas lut build --space nb201 --device onnxruntime-cpu --threads 2

@@ -91,7 +91,7 @@ def parse_objectives(spec: str, devices: Sequence[str], proxies: Sequence[str],
         else:
             name = tok[len(PROXY_PREFIX):] if tok.startswith(PROXY_PREFIX) else tok
             if name not in proxies:
-                raise did_you_mean(tok, ["latency", *COST_COLUMNS, "accuracy", *proxies], "objective")
+                raise did_you_mean(tok, list(dict.fromkeys(["latency", *COST_COLUMNS, "accuracy", *proxies])), "objective")
             if proxy == "supernet":
                 raise UserError(f"objectives 'accuracy' and {name!r}: use supernet accuracy or proxies, not both")
             from nas.proxies import proxy_goal

@@ -172,6 +172,8 @@ def test_build_writes_a_table_with_provenance(tmp_path):
     env = table.meta["environment"]
     assert env["threads"] == 1 and env["torch"] == torch.__version__ and env["cpu"]
     assert table.meta["protocol"]["repeats"] == 5 and table.meta["runtime"] == "local-cpu"
+    how = table.meta["provenance"]["measured"]
+    assert "{" not in how and f"after {3} other blocks" in how and "median over passes" in how
     rows = list(csv.DictReader((tmp_path / "cpu" / "nb201.csv").open()))
     assert {r["source"] for r in rows} == {"measured"}
     # rebuilding an unchanged space measures nothing

@@ -46,6 +46,23 @@ def test_every_proxy_is_deterministic_and_tells_archs_apart(space_name):
         assert not math.isnan(a) and a != b, p
 
 
+def test_grasp_fails_rather_than_scoring_zero_without_a_second_order_path():
+    from nas.proxies.gradient import grasp
+
+    class Frozen(nn.Module):  # the conv is cut out of the graph (as an all-'none' cell cuts it); a scale is not
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 10, 3)
+            self.scale = nn.Parameter(torch.ones(10))
+
+        def forward(self, x):
+            return self.conv(x).detach().mean((2, 3)) * self.scale
+
+    data = ProxyData(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]), 10)
+    with pytest.raises(ValueError, match="grasp: the loss gradient does not depend on the weights"):
+        grasp(Frozen(), data)
+
+
 def test_synflow_by_hand():
     # f(x) = w2 . relu(W1 x), all weights positive: R = w2 . W1 1 and |W * dR/dW| sums to 2R
     net = nn.Sequential(nn.Linear(2, 2, bias=False), nn.ReLU(), nn.Linear(2, 1, bias=False))

@@ -111,7 +111,7 @@ class AndroidRuntime(Runtime):
         found = shutil.which(adb)
         if found is None:
             raise UserError(f"adb not found ({adb!r} is not an executable on PATH): install Android SDK "
-                            f"platform-tools (docs/latency-android.md)")
+                            f"platform-tools (`nas lut build --help` lists the Android flags)")
         self.adb = found
         self.serial = serial
         self.runtime = runtime
@@ -181,7 +181,7 @@ class AndroidRuntime(Runtime):
         m = _CANNOT_RUN.search(out)
         if m:
             raise UserError(f"the benchmark binary {self.binary} cannot run on the phone (`{shown}` printed "
-                            f"{m.group(0).strip()!r}): push it there (docs/latency-android.md) "
+                            f"{m.group(0).strip()!r}): push it there (see the Android flags of `nas lut build --help`) "
                             f"or pass --android-binary")
         parse = parse_benchmark_model if self.runtime == "tflite" else parse_perf_test
         try:

@@ -159,8 +159,9 @@ def _meta(space, name: str, device: str, protocol: Protocol, env: dict, csv_path
     p = protocol
     how = (f"{env['runtime']}, {p.threads} thread(s), batch {p.batch}, FP32; per block: >= {p.warmup} warm-up calls "
            f"and >= {p.warmup_ms:g} ms, {p.repeats} samples of >= {p.min_sample_ms:g} ms each"
-           f"{' (each call after {CONTEXT_BLOCKS} other blocks of the space, untimed)' if p.context else ''}, Tukey-fence outlier "
-           f"rejection, median of the rest; re-measured up to {p.retries} times when IQR/median > {p.max_spread:g}")
+           f"{f' (each call after {CONTEXT_BLOCKS} other blocks of the space, untimed)' if p.context else ''}, Tukey-fence outlier "
+           f"rejection, median of the rest; re-measured up to {p.retries} times when IQR/median > {p.max_spread:g}; "
+           f"{p.passes} passes over all blocks in alternating order, the median over passes kept")
     doc: dict[str, Any] = {
         "device": name,
         "runtime": device,  # what `nas lut validate` measures whole networks with

@@ -254,7 +254,7 @@ def fill_command(table: LatencyTable, space: SearchSpace) -> str:
         if table.meta.get("protocol", {}).get("context") is False:
             flags += " --no-context"
         return f"nas lut build --space {space.name} --device {rt} --out {table.path.parent}{flags}"
-    return f"nas lut build --space {space.name} --device android --adb-serial SERIAL (docs/latency-tables.md)"
+    return f"nas lut build --space {space.name} --device android --adb-serial SERIAL"
 
 
 def missing_error(table: LatencyTable, space: SearchSpace, keys: list[str]) -> MissingKeysError:
@@ -333,7 +333,7 @@ def table_path(device: str, space: SearchSpace) -> Path:
             return folder / f"{stem}.toml"
     have = sorted(p.stem for p in folder.glob("*.toml"))
     raise UserError(f"device {device!r} has no latency table for space {space.name!r} (family {space.family!r}); "
-                    f"it has tables for: {', '.join(have) or 'nothing'}; see docs/latency-tables.md to build one")
+                    f"it has tables for: {', '.join(have) or 'nothing'}; build one with `nas lut build --space {space.name} --device local-cpu`")
 
 
 def load_table(device: str, space: SearchSpace, check: bool = True) -> LatencyTable:

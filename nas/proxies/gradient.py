@@ -45,8 +45,8 @@ def grasp(model: nn.Module, data: ProxyData) -> float:
     g = torch.autograd.grad(_loss(model, data), weights, allow_unused=True)
     g_f = torch.autograd.grad(_loss(model, data), weights, create_graph=True, allow_unused=True)
     z = sum((a.detach() * b).sum() for a, b in zip(g, g_f) if a is not None and b is not None)
-    if not isinstance(z, torch.Tensor) or not z.requires_grad:
-        return 0.0
+    if not isinstance(z, torch.Tensor) or not z.requires_grad:  # no second-order path: GraSP is undefined
+        raise ValueError("grasp: the loss gradient does not depend on the weights (no Hessian-gradient product)")
     hg = torch.autograd.grad(z, weights, allow_unused=True)
     return float(sum((-w.detach() * h).sum() for w, h in zip(weights, hg) if h is not None))
 

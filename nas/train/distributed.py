@@ -214,12 +214,16 @@ def _trial(config: dict, base: TrainConfig) -> None:
 
 
 def _mark_pareto(rows: list[dict]) -> None:
-    def beats(a, b):
-        return all(a[m] >= b[m] for m in METRICS) and any(a[m] > b[m] for m in METRICS)
+    import numpy as np
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
-    done = [r for r in rows if all(r[m] is not None for m in METRICS)]
     for r in rows:
-        r["pareto"] = r in done and not any(beats(o, r) for o in done)
+        r["pareto"] = False
+    done = [r for r in rows if all(r[m] is not None for m in METRICS)]
+    if done:
+        f = -np.array([[r[m] for m in METRICS] for r in done], dtype=float)  # maximised metrics
+        for i in NonDominatedSorting().do(f, only_non_dominated_front=True):
+            done[int(i)]["pareto"] = True
 
 
 def _first_line(e) -> str:
