@@ -118,6 +118,16 @@ def test_nsga2_over_the_two_measures(tmp_path):
     assert r.returncode == 0, r.stderr
     header = (tmp_path / "r" / "pareto.csv").read_text().splitlines()[0].split(",")
     assert header[1:3] == ["proxy_ntk", "proxy_length_distortion"]
+    evals = [json.loads(x) for x in (tmp_path / "r" / "evals.jsonl").read_text().splitlines()]
+    assert len(evals) == 10 and all(e["status"] == "ok" for e in evals)
+    pts = {e["id"]: (e["proxy_ntk"], -e["proxy_length_distortion"]) for e in evals}  # both minimised
+    assert all(np.isfinite(v).all() for v in pts.values()) and len(set(pts.values())) > 1
+
+    def dominated(p):
+        return any(q[0] <= p[0] and q[1] <= p[1] and q != p for q in pts.values())
+
+    front = {r["arch_id"] for r in csv.DictReader((tmp_path / "r" / "pareto.csv").open())}
+    assert front == {i for i, p in pts.items() if not dominated(p)}  # exactly the non-dominated ones
 
 
 def test_asvit_strategy_bad_input(tmp_path):

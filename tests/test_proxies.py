@@ -182,7 +182,11 @@ def test_nb201_synflow_correlation_on_200_archs():
     sc = ProxyScorer(space, "synflow", seed=0, threads=2)
     scores = np.array([sc(g)["proxy_synflow"] for g in genomes])
     rho, tau, n = correlation(scores, df["cifar10_test_acc_200ep"].to_numpy()[rows])
-    assert n == 200 and abs(rho - 0.737) < 0.1 and tau > 0.45
+    assert n == 200 and abs(rho - 0.737) < 0.06 and tau > 0.45  # 0.696 / 0.513 on these 200
+    # parameter count alone ranks these 200 about as well (0.769), so the window cannot tell the
+    # two apart: synflow must also not be a monotone function of the parameter count
+    like_params, _, _ = correlation(scores, space.cost(genomes)["params"])
+    assert like_params < 0.9  # 0.741
 
 
 @pytest.mark.skipif(not TRUTH.exists(), reason="needs ../shared/data/nb201")

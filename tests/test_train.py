@@ -83,15 +83,18 @@ def test_kill9_and_cli_resume(tmp_path):
     assert ref.returncode == 0, ref.stderr
     proc = subprocess.Popen([sys.executable, "-m", "nas.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
-    t = time.time()
-    while not (out / CHECKPOINT).exists() and time.time() - t < 300:
+    while not (out / CHECKPOINT).exists() and proc.poll() is None:  # no deadline: a loaded machine is only slower
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL  # killed, not finished on its own
+    killed_at = torch.load(out / CHECKPOINT, weights_only=True)["step"]
+    assert 0 < killed_at < 16  # the kill landed mid-training: the resume has steps left to do
     res = nas_cli("train", "--resume", str(out), "--no-progress", "--json")
     assert res.returncode == 0, res.stderr
-    a = torch.load(out / CHECKPOINT, weights_only=False)["model"]
-    b = torch.load(tmp_path / "ref" / CHECKPOINT, weights_only=False)["model"]
+    assert f"resuming {out} at step {killed_at} of 16" in res.stderr
+    a = torch.load(out / CHECKPOINT, weights_only=True)["model"]
+    b = torch.load(tmp_path / "ref" / CHECKPOINT, weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     strip = lambda out: [{k: v for k, v in e.items() if k != "seconds"} for e in json.loads(out)["evaluation"]]  # noqa: E731
     assert strip(res.stdout) == strip(ref.stdout)
@@ -246,7 +249,32 @@ def test_teacher_predictions_replace_labels(tmp_path):
     x = tr.data.normalise(tr.data.train.images[:4])
     probs = tr._teacher_probs(x)
     assert probs.shape == (4, 10) and torch.allclose(probs.sum(-1), torch.ones(4))
-    tr.run()
+    import nas.train.trainer as trainer_mod
+
+    seen = []  # every target the label-role losses are given during training
+    real = trainer_mod.soft_cross_entropy
+
+    def spy(logits, target):
+        if tr._last[0].target == "label":  # (in-place distillation targets go through it too)
+            seen.append((target.detach().clone(), tr._teacher_probs(tr._last[1]).detach().clone()))
+        return real(logits, target)
+
+    orig_forward = tr._forward
+
+    def remember(pick, x):
+        tr._last = (pick, x)
+        return orig_forward(pick, x)
+
+    tr._forward, trainer_mod.soft_cross_entropy = remember, spy
+    try:
+        tr.run()
+    finally:
+        trainer_mod.soft_cross_entropy = real
+    assert seen
+    for target, teacher in seen:  # the teacher's soft predictions, not one-hot labels
+        assert target.dtype.is_floating_point and target.dim() == 2
+        torch.testing.assert_close(target, teacher)
+        assert (target.max(-1).values < 1).all()
 
 
 @needs_fmnist
