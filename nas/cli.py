@@ -633,7 +633,7 @@ def cmd_latency(a: argparse.Namespace) -> str:
         "decoded": space.decode(arch),
     }
     if a.blocks:
-        out["blocks"] = {t.device: [{"key": k, "ms": v} for k, v in t.breakdown(space, arch)] for t in tables}
+        out["blocks"] = {t.device: t.block_rows(space, arch) for t in tables}
     if a.json:
         return json.dumps(out, indent=2)
     lines = [f"{out['arch'] or arch.id} ({space.name}): {out['macs_m']:.1f} M MACs, {out['params_m']:.2f} M params"]
@@ -675,20 +675,21 @@ def cmd_spaces(a: argparse.Namespace) -> str:
 
 def cmd_devices(a: argparse.Namespace) -> str:
     from nas.latency import device_dirs
-    from nas.latency.table import LatencyTable
+    from nas.latency.table import load_any
 
     rows = []
     for device, folder in device_dirs().items():
         for meta in sorted(folder.glob("*.toml")):
-            t = LatencyTable.load(meta)
+            t = load_any(meta)
             prov = t.meta.get("provenance", {})
-            rows.append({"device": device, "family": t.family, "description": t.meta.get("description", ""),
-                         "entries": len(t.ms), "version": t.version, "grid_rounding": t.grid_rounding,
+            rows.append({"device": device, "kind": t.kind, "family": t.family, "description": t.meta.get("description", ""),
+                         "entries": t.entries, "version": t.version, "grid_rounding": t.grid_rounding,
                          "source": prov.get("source", ""), "licence": prov.get("licence", ""), "path": str(meta)})
     if a.json:
         return json.dumps(rows, indent=2)
-    return "\n".join(f"{r['device']:10s} {r['family']:12s} {r['entries']:6d} blocks  {r['description']}\n"
-                     f"{'':10s} {r['version']}  licence: {r['licence']}" for r in rows)
+    return "\n".join(f"{r['device']:24s} {r['kind']:6s} {r['family']:12s} {r['entries']:6d} "
+                     f"{'ops' if r['kind'] == 'mpc' else 'blocks'}  {r['description']}\n"
+                     f"{'':24s} {r['version']}  licence: {r['licence']}" for r in rows)
 
 
 def cmd_lut(a: argparse.Namespace) -> str:

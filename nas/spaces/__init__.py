@@ -35,9 +35,16 @@ def _asvit(doc: TomlDoc) -> SearchSpace:
     return AsViTSpace(doc)
 
 
+def _mpcvit(doc: TomlDoc) -> SearchSpace:
+    from nas.spaces.mpcvit import MpcViTSpace
+
+    return MpcViTSpace(doc)
+
+
 FAMILIES.register("elasticvit")(_elasticvit)
 FAMILIES.register("asvit")(_asvit)
 FAMILIES.register("nb201")(_nb201)
+FAMILIES.register("mpcvit")(_mpcvit)
 
 
 def space_files() -> dict[str, Path]:
