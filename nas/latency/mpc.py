@@ -163,30 +163,34 @@ class MpcTable:
                             f"lacks operator(s) {', '.join(missing)} that space {space.name!r} needs; add them to "
                             f"the protocol table")
 
-    def _terms(self, space, genomes: np.ndarray):
-        """(key, rounds, bytes, compute ns) per operator use; arrays (n,) or (n, layers)."""
-        self.check(space)
-        seq = self.heads == "sequential"
-        for u in space.mpc_ops(genomes):
-            c = self.ops[u.op]
-            calls = u.heads if u.heads is not None and (seq or c.per_head) else u.calls
-            per_call = c.rounds + (c.rounds_per_log2n * math.ceil(math.log2(u.reduce)) if u.reduce > 1 else 0.0)
-            nbytes = u.elements * c.bytes_per_element
-            if c.bytes_per_output:
-                nbytes = nbytes + u.outputs * c.bytes_per_output
-            yield u.key, calls * per_call, nbytes, u.work * c.ns_per_unit
+    def _costs(self, u) -> tuple[np.ndarray, float, float, float, np.ndarray]:
+        """(calls array, rounds per call, bytes per count, ns per count, count array) of one use."""
+        c = self.ops[u.op]
+        calls = u.heads if u.heads is not None and (self.heads == "sequential" or c.per_head) else u.calls
+        per_call = c.rounds + (c.rounds_per_log2n * math.ceil(math.log2(u.reduce)) if u.reduce > 1 else 0.0)
+        return calls, per_call, u.elements * c.bytes_per_element + u.outputs * c.bytes_per_output, \
+            u.work * c.ns_per_unit, u.count
 
     def totals(self, space, genomes: np.ndarray) -> dict[str, np.ndarray]:
-        """Rounds, bytes sent per party and compute ns of each genome."""
+        """Rounds, bytes sent per party and compute ns of each genome. Every use multiplies one of
+        a few shared count arrays by a constant, so the constants are added up per array first
+        and each array is reduced and multiplied once."""
+        self.check(space)
         g = np.asarray(genomes)
-        rounds, nbytes, ns = np.zeros(len(g)), np.zeros(len(g)), np.zeros(len(g))
-        for _, r, b, t in self._terms(space, g):
-            if r.ndim == 2:
-                r, b, t = r.sum(-1), b.sum(-1), t.sum(-1)
-            rounds += r
-            nbytes += b
-            ns += t
-        return {"rounds": rounds, "bytes": nbytes, "compute_ns": ns}
+        coef: dict[int, list] = {}  # id(array) -> [array, rounds, bytes, ns]
+        for u in space.mpc_ops(g):
+            calls, per_call, nbytes, ns, count = self._costs(u)
+            coef.setdefault(id(calls), [calls, 0.0, 0.0, 0.0])[1] += per_call
+            entry = coef.setdefault(id(count), [count, 0.0, 0.0, 0.0])
+            entry[2] += nbytes
+            entry[3] += ns
+        out = {k: np.zeros(len(g)) for k in ("rounds", "bytes", "compute_ns")}
+        for arr, r, b, t in coef.values():
+            per_genome = arr.sum(-1) if arr.ndim == 2 else arr
+            for key, v in (("rounds", r), ("bytes", b), ("compute_ns", t)):
+                if v:
+                    out[key] += v * per_genome
+        return out
 
     def ms(self, rounds, nbytes, compute_ns):
         net = self.network
@@ -198,18 +202,17 @@ class MpcTable:
 
     def block_rows(self, space, arch: Arch) -> list[dict[str, Any]]:
         """Per operator use of one architecture, in network order (layers spelled out)."""
-        g = np.asarray([arch.genome])
-        rows, per_layer = [], []
-        for key, r, b, t in self._terms(space, g):
-            if r.ndim == 2:
-                per_layer.append((key, r[0], b[0], t[0]))
-            else:
-                rows.append((key, float(r[0]), float(b[0]), float(t[0])))
-        head, tail = rows[:1], rows[1:]  # the embedding first, the final norm and the head last
-        layers = [(f"layer{l}.{key}", float(r[l]), float(b[l]), float(t[l]))
-                  for l in range(len(per_layer[0][1])) for key, r, b, t in per_layer if r[l] or b[l] or t[l]]
-        return [{"key": k, "ms": float(self.ms(r, b, t)), "rounds": r, "mb_sent": b / 1e6}
-                for k, r, b, t in head + layers + tail]
+        self.check(space)
+        net, layers = [], []
+        for u in space.mpc_ops(np.asarray([arch.genome])):
+            calls, per_call, nbytes, ns, count = self._costs(u)
+            row = (u.key, calls[0] * per_call, count[0] * nbytes, count[0] * ns)
+            (layers if count.ndim == 2 else net).append(row)
+        spelled = [(f"layer{l}.{k}", float(r[l]), float(b[l]), float(t[l]))
+                   for l in range(space.layers) for k, r, b, t in layers if r[l] or b[l] or t[l]]
+        rows = net[:1] + spelled + net[1:]  # the embedding first, the final norm and the head last
+        return [{"key": k, "ms": float(self.ms(r, b, t)), "rounds": float(r), "mb_sent": float(b) / 1e6}
+                for k, r, b, t in rows]
 
     def breakdown(self, space, arch: Arch) -> list[tuple[str, float]]:
         return [(r["key"], r["ms"]) for r in self.block_rows(space, arch)]

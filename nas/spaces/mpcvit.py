@@ -46,24 +46,27 @@ RS_EPS = 1e-5
 
 @dataclass(frozen=True)
 class MpcOp:
-    """One use of an MPC operator by a batch of architectures, as arrays over genomes.
+    """One use of an MPC operator by a batch of architectures.
 
-    ``calls`` counts invocations when the heads of a layer are evaluated together (batched);
-    ``heads`` (head-wise ops only) is how many heads it covers, the invocations when heads run one
-    by one. ``elements`` is what the protocol's bytes-per-element multiplies (for a matmul: the
-    elements of both operands it opens), ``work`` what its compute time multiplies (MACs for a
-    matmul, else elements), ``reduce`` the length of the reduction a round count may grow with,
-    ``outputs`` the elements a matmul truncates afterwards (fixed point: a product doubles the
-    fractional bits)."""
+    ``count`` (an array over genomes: (n,) for a network part, (n, layers) for a block part)
+    multiplies the per-unit sizes: ``elements`` is what the protocol's bytes-per-element
+    multiplies (for a matmul: the elements of both operands it opens), ``outputs`` what a
+    matmul truncates afterwards (fixed point: a product doubles the fractional bits), ``work``
+    what the compute time multiplies (MACs for a matmul, else elements). ``calls`` counts
+    invocations when the heads of a layer run together; ``heads`` (head-wise ops only) is how
+    many heads it covers, the invocations when heads run one by one. ``reduce`` is the length of
+    the reduction a round count may grow with. Arrays are shared between uses, so a cost model
+    can add up coefficients per distinct array and multiply once."""
 
     key: str
     op: str
+    count: np.ndarray
     calls: np.ndarray
-    elements: np.ndarray
-    work: np.ndarray
+    elements: float
+    work: float
+    outputs: float = 0.0
     heads: np.ndarray | None = None
     reduce: int = 1
-    outputs: np.ndarray | float = 0.0  # output elements (a matmul's truncation)
 
 
 class MpcViTSpace(SearchSpace):
@@ -123,7 +126,9 @@ class MpcViTSpace(SearchSpace):
     def head_counts(self, genomes: np.ndarray) -> dict[str, np.ndarray]:
         """(n, layers) number of heads of each kind, and of GeLU / linear tokens."""
         c = self.head_choices(genomes)
-        lin = self.linear_tokens(genomes).sum(-1)
+        g = np.asarray(genomes)
+        lin = (g[:, self.layers * self.heads:].reshape(len(g), self.layers, self.tokens).sum(-1, dtype=np.int64)
+               if self.gelu_tokens else np.zeros((len(g), self.layers), dtype=np.int64))
         return {"scal": (c == SCAL).sum(-1), "rs": (c == RS).sum(-1), "softmax": (c == SOFTMAX).sum(-1),
                 "linear": lin, "gelu": self.tokens - lin}
 
@@ -237,45 +242,43 @@ class MpcViTSpace(SearchSpace):
         n = len(g)
         C, M, N, D, K, L = self.dim, self.hidden, self.tokens, self.head_dim, self.num_classes, self.layers
         P, F = N - 1, self.in_chans * self.patch ** 2
-        one = np.ones(n)
-        lay = np.ones((n, L))
-        ops = [MpcOp("embed", "matmul", one, one * (P * F + F * C), one * (P * F * C), outputs=one * (P * C))]
+        one, lay = np.ones(n), np.ones((n, L))
+        ops = [MpcOp("embed", "matmul", one, one, P * F + F * C, P * F * C, P * C)]
 
         def linear(key, rows, cin, cout):
-            ops.append(MpcOp(key, "matmul", lay, lay * (rows * cin + cin * cout), lay * (rows * cin * cout),
-                             outputs=lay * (rows * cout)))
+            ops.append(MpcOp(key, "matmul", lay, lay, rows * cin + cin * cout, rows * cin * cout, rows * cout))
 
-        def headwise(key, op, k, elements, work=None, reduce=1, outputs=0):
-            ops.append(MpcOp(key, op, (k > 0).astype(float), k * elements, k * (elements if work is None else work), k,
-                             reduce, k * outputs))
+        counts = {k: v.astype(float) for k, v in self.head_counts(g).items()}
+        present = {k: (v > 0).astype(float) for k, v in counts.items()}
 
-        counts = self.head_counts(g)
-        ops.append(MpcOp("ln_pre", "layernorm", lay, lay * (N * C), lay * (N * C)))
+        def headwise(key, op, kind, elements, work=None, reduce=1, outputs=0):
+            ops.append(MpcOp(key, op, counts[kind], present[kind], elements, elements if work is None else work,
+                             outputs, counts[kind], reduce))
+
+        ops.append(MpcOp("ln_pre", "layernorm", lay, lay, N * C, N * C))
         linear("qkv", N, C, 3 * C)
-        for kind, k in (("softmax", counts["softmax"]), ("rs", counts["rs"]), ("scal", counts["scal"])):
-            k = k.astype(float)
+        for kind in ("softmax", "rs", "scal"):
             if kind == "scal" and self.order == "linear":
-                headwise("scal.ktv", "bmm", k, 2 * N * D, N * D * D, outputs=D * D)
-                headwise("scal.qktv", "bmm", k, N * D + D * D, N * D * D, outputs=N * D)
-                headwise("scal.scalattn", "scalattn", k, N * D)  # 1 / (sqrt(d_h) N) on the output
+                headwise("scal.ktv", "bmm", kind, 2 * N * D, N * D * D, outputs=D * D)
+                headwise("scal.qktv", "bmm", kind, N * D + D * D, N * D * D, outputs=N * D)
+                headwise("scal.scalattn", "scalattn", kind, N * D)  # 1 / (sqrt(d_h) N) on the output
                 continue
-            headwise(f"{kind}.qk", "bmm", k, 2 * N * D, N * N * D, outputs=N * N)
+            headwise(f"{kind}.qk", "bmm", kind, 2 * N * D, N * N * D, outputs=N * N)
             if kind == "scal":  # 1 / (sqrt(d_h) N): one public product
-                headwise("scal.scalattn", "scalattn", k, N * N)
+                headwise("scal.scalattn", "scalattn", kind, N * N)
             else:
-                headwise(f"{kind}.scale", "trunc", k, N * N)  # 1 / sqrt(d_h)
-                headwise(f"{kind}.{'softmax' if kind == 'softmax' else 'rsattn'}",
-                         "softmax" if kind == "softmax" else "rsattn", k, N * N, reduce=N)
-            headwise(f"{kind}.av", "bmm", k, N * N + N * D, N * N * D, outputs=N * D)
+                headwise(f"{kind}.scale", "trunc", kind, N * N)  # 1 / sqrt(d_h)
+                op = "softmax" if kind == "softmax" else "rsattn"
+                headwise(f"{kind}.{op}", op, kind, N * N, reduce=N)
+            headwise(f"{kind}.av", "bmm", kind, N * N + N * D, N * N * D, outputs=N * D)
         linear("proj", N, C, C)
-        ops.append(MpcOp("ln_1", "layernorm", lay, lay * (N * C), lay * (N * C)))
+        ops.append(MpcOp("ln_1", "layernorm", lay, lay, N * C, N * C))
         linear("fc1", N, C, M)
-        gelu, lin = counts["gelu"].astype(float), counts["linear"].astype(float)
-        ops.append(MpcOp("gelu", "gelu", (gelu > 0).astype(float), gelu * M, gelu * M))
+        ops.append(MpcOp("gelu", "gelu", counts["gelu"], present["gelu"], M, M))
         linear("fc2", N, M, C)
-        ops.append(MpcOp("post_relu", "relu", (lin > 0).astype(float), lin * C, lin * C))
-        ops += [MpcOp("norm", "layernorm", one, one * (N * C), one * (N * C)),
-                MpcOp("head", "matmul", one, one * (C + C * K), one * (C * K), outputs=one * K)]
+        ops.append(MpcOp("post_relu", "relu", counts["linear"], present["linear"], C, C))
+        ops += [MpcOp("norm", "layernorm", one, one, N * C, N * C),
+                MpcOp("head", "matmul", one, one, C + C * K, C * K, K)]
         return ops
 
     # ---- torch ------------------------------------------------------------------------------
