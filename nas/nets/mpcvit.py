@@ -136,6 +136,8 @@ class MpcViTNet(nn.Module):
         self.norm = nn.LayerNorm(C)
         self.fc = nn.Linear(C, cfg.num_classes)
         self.apply(_init)
+        self.keep_tokens = False  # token distillation reads the final-LN tokens of the last forward
+        self.last_tokens: torch.Tensor | None = None
         self.configure(cfg.attention, cfg.linear_tokens)
 
     def configure(self, attention, linear_tokens) -> None:
@@ -156,7 +158,10 @@ class MpcViTNet(nn.Module):
         return self.norm(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x)[:, 0])
+        tokens = self.features(x)
+        if self.keep_tokens:
+            self.last_tokens = tokens
+        return self.fc(tokens[:, 0])
 
     # ---- search mode (nas/search/mpcvit.py) ---------------------------------------------------
     def enable_mixture(self) -> list[nn.Parameter]:

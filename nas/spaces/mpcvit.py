@@ -144,6 +144,11 @@ class MpcViTSpace(SearchSpace):
 
     def from_encoding(self, enc: Any, what: str = "encoding") -> Arch:
         L, H, N = self.layers, self.heads, self.tokens
+        if isinstance(enc, str) and enc.lstrip().startswith("{"):
+            try:
+                enc = json.loads(enc)
+            except json.JSONDecodeError as e:
+                raise UserError(f"MPCViT {what} {enc!r} is not valid JSON: {e}") from None
         if isinstance(enc, str):
             enc = {"heads": enc}
         if not isinstance(enc, dict) or not isinstance(enc.get("heads"), str) or set(enc) - {"heads", "linear"}:
@@ -177,7 +182,7 @@ class MpcViTSpace(SearchSpace):
         return self.canonical(genome)
 
     def parse_arch(self, spec: Any) -> Arch:
-        if isinstance(spec, str) and ("," in spec or spec not in self.presets() and set(spec) <= set(ATTN_CHAR)):
+        if isinstance(spec, str) and ("," in spec or spec.lstrip().startswith("{") or spec not in self.presets() and set(spec) <= set(ATTN_CHAR)):
             return self.from_encoding(spec)
         if isinstance(spec, dict) and "heads" in spec:
             return self.from_encoding(spec)
