@@ -249,7 +249,7 @@ def _kd_loss(teacher):
         with torch.no_grad():
             t_tokens = teacher.features(x)
             t_logits = teacher.fc(t_tokens[:, 0])
-        s_tokens = model.net.last_tokens
+        s_tokens, model.net.last_tokens = model.net.last_tokens, None  # a graph tensor blocks deepcopy
         kl = F.kl_div(F.log_softmax(logits, -1), F.softmax(t_logits.float(), -1), reduction="batchmean")
         return kl + F.mse_loss(s_tokens.float(), t_tokens.float()) + F.cross_entropy(logits, y)
 

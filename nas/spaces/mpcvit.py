@@ -182,14 +182,19 @@ class MpcViTSpace(SearchSpace):
         return self.canonical(genome)
 
     def parse_arch(self, spec: Any) -> Arch:
-        if isinstance(spec, str) and ("," in spec or spec.lstrip().startswith("{") or spec not in self.presets() and set(spec) <= set(ATTN_CHAR)):
+        pattern = isinstance(spec, str) and ("," in spec or spec.lstrip().startswith("{")
+                                             or spec not in self.presets() and set(spec) <= set(ATTN_CHAR))
+        if pattern:
             return self.from_encoding(spec)
         if isinstance(spec, dict) and "heads" in spec:
             return self.from_encoding(spec)
         return super().parse_arch(spec)
 
     def presets(self) -> dict[str, Arch]:
-        return self._string_presets(self._doc, self._preset)
+        """``all-softmax``, ``all-rs``, ``all-scal`` in every space (the baselines and endpoints),
+        then the TOML's ``[presets]`` (released patterns)."""
+        out = {f"all-{kind}": self._preset(f"all:{kind}") for kind in ("softmax", "rs", "scal")}
+        return {**out, **self._string_presets(self._doc, self._preset)}
 
     def _preset(self, text: str) -> Arch:
         """A pattern string, or ``all:<scal|rs|softmax>`` for a uniform network."""
