@@ -4,8 +4,8 @@ One module serves three uses:
 
 * a fixed network: every head has its attention (ScalAttn, RSAttn or softmax), every layer its
   GeLU token mask (MPCViT+);
-* the weight-sharing supernet: the same weights, ``set_active(arch)`` switches the choices (no
-  gene changes a shape, so extraction copies every tensor);
+* the weight-sharing supernet (``nas/elastic/mpcvit.py``): the same weights, ``set_active(arch)``
+  switches the choices (no gene changes a shape, so extraction copies every tensor);
 * the differentiable search: ``enable_mixture()`` gives every head a free alpha (init 1) and
   computes ``alpha * RSAttn + (1 - alpha) * ScalAttn``; ``enable_gelu_mixture()`` a per-token
   beta (init 1) and ``beta * GeLU(h) + (1 - beta) * h`` with ``beta * fc2 + (1 - beta) * ReLU(fc2)``.
@@ -19,11 +19,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nas.spaces.mpcvit import RS, RS_EPS, SCAL, SOFTMAX
-
-try:
-    from nas.elastic.supernet import Supernet
-except ImportError:  # pragma: no cover
-    Supernet = nn.Module
 
 
 @dataclass(frozen=True)
@@ -190,15 +185,3 @@ def _init(m: nn.Module) -> None:
     elif isinstance(m, nn.LayerNorm):
         nn.init.ones_(m.weight)
         nn.init.zeros_(m.bias)
-
-
-class MpcViTSupernet(MpcViTNet, Supernet):
-    """Weight sharing over the per-head choices: every architecture uses every weight."""
-
-    def __init__(self, space):
-        super().__init__(space.net_config())
-        self.space = space
-
-    def set_active(self, arch) -> None:
-        cfg = self.space.net_config(arch)
-        self.configure(cfg.attention, cfg.linear_tokens)

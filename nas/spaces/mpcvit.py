@@ -312,6 +312,6 @@ class MpcViTSpace(SearchSpace):
         return MpcViTNet(self.net_config(arch))
 
     def build_supernet(self):
-        from nas.nets.mpcvit import MpcViTSupernet
+        from nas.elastic.mpcvit import MpcViTSupernet
 
         return MpcViTSupernet(self)
