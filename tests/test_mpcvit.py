@@ -315,3 +315,12 @@ def test_mpc_devices_refuse_other_families():
 
     with pytest.raises(UserError, match="has no latency table for space 'nb201'"):
         load_table("mpc-semi2k-wan", get_space("nb201"))
+
+
+def test_activation_proxies_see_the_gelu():
+    """NASWOT reads activation modules; a functional GeLU would leave it -inf for every network."""
+    from nas.scorers import ProxyScorer
+
+    space = get_space("mpcvit-mini")
+    score = ProxyScorer(space, "naswot", 0, 2)(np.asarray(space.presets()["all-rs"].genome))["proxy_naswot"]
+    assert np.isfinite(score)

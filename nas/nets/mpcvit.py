@@ -99,6 +99,7 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(C)
         self.linear1 = nn.Linear(C, M)
         self.linear2 = nn.Linear(M, C)
+        self.act, self.post_relu = nn.GELU(), nn.ReLU()  # modules, so activation-based proxies see them
         self.beta: nn.Parameter | None = None
         self.register_buffer("gelu_mask", torch.ones(1, cfg.tokens, 1), persistent=False)  # 1 keeps GeLU
 
@@ -112,10 +113,10 @@ class Block(nn.Module):
         h = self.linear1(x)
         b = self.beta if self.beta is not None else self.gelu_mask
         if self.beta is None and bool((b == 1).all()):
-            return x + self.linear2(F.gelu(h))
-        h = b * F.gelu(h) + (1 - b) * h
+            return x + self.linear2(self.act(h))
+        h = b * self.act(h) + (1 - b) * h
         y = self.linear2(h)
-        return x + b * y + (1 - b) * F.relu(y)  # linearised tokens get the post-added ReLU
+        return x + b * y + (1 - b) * self.post_relu(y)  # linearised tokens get the post-added ReLU
 
 
 class MpcViTNet(nn.Module):
