@@ -324,3 +324,10 @@ def test_activation_proxies_see_the_gelu():
     space = get_space("mpcvit-mini")
     score = ProxyScorer(space, "naswot", 0, 2)(np.asarray(space.presets()["all-rs"].genome))["proxy_naswot"]
     assert np.isfinite(score)
+
+
+def test_unknown_table_kind_is_named(tmp_path):
+    meta = _hand_device(tmp_path)
+    meta.write_text(meta.read_text().replace('kind = "mpc"', 'kind = "mcp"'))
+    r = nas_cli("latency", "--space", "mpcvit-cifar", "--device", str(meta), "--arch", "all-rs", cwd=tmp_path)
+    assert r.returncode == 2 and "unknown table kind 'mcp'; did you mean 'mpc'" in r.stderr, r.stderr
