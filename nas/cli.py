@@ -104,8 +104,8 @@ def _parser() -> argparse.ArgumentParser:
                         "--supernet; macs instead of latency without --device)")
     s.add_argument("--supernet", metavar="CKPT", help="a `nas train` checkpoint or run directory: accuracy comes from it")
     s.add_argument("--strategy", default=SearchConfig.strategy,
-                   help="nsga2 (pymoo), optuna-nsga2, optuna-tpe, evolution, random, or asvit (As-ViT seed search + "
-                        "auto-scaling; --budget = REINFORCE steps)")
+                   help="nsga2 (pymoo), optuna-nsga2, optuna-tpe, evolution, random, asvit (As-ViT seed search + "
+                        "auto-scaling; --budget = REINFORCE steps) or mpcvit (MPCViT's differentiable search)")
     s.add_argument("--budget", type=int, default=None,
                    help=f"architectures to evaluate (default {SearchConfig.budget}: minutes on 2 cores with naswot); "
                         "with --strategy asvit, REINFORCE steps (default: the space's reinforce_steps)")
@@ -118,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                    help="torch threads for proxy evaluation (recorded: scores depend on it)")
     s.add_argument("--out", type=Path, help="run directory (default runs/<date>-<space>-<device>-<id>)")
+    d = s.add_argument_group("designer options (--strategy mpcvit; docs/mpc.md)")
+    d.add_argument("--mu", help="RSAttn ratios to binarise at, comma-separated in (0, 1] (default 0.1,0.3,0.5,0.7)")
+    d.add_argument("--data", help="training data, as for `nas train` (e.g. fashion-mnist)")
+    d.add_argument("--steps", type=int, help="optimiser steps of the search and of each retraining")
+    d.add_argument("--teacher", help="a `nas train --arch all-softmax` run: token-level distillation when retraining")
+    d.add_argument("--beta-ratio", type=float, metavar="R", help="MPCViT+: search per-token GeLU linearisation, keep R of the tokens")
     _ray_flags(s)
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -369,6 +375,12 @@ def cmd_search(a: argparse.Namespace) -> str | None:
 
     if a.strategy == "asvit":
         return _search_asvit(a)
+    if a.strategy == "mpcvit":
+        from nas.search import mpcvit
+
+        return mpcvit.cli(a)
+    if any(v is not None for v in (a.mu, a.data, a.steps, a.teacher, a.beta_ratio)):
+        raise UserError("--mu, --data, --steps, --teacher and --beta-ratio are for --strategy mpcvit")
     devices = _devices(a.device)
     cfg = SearchConfig(space=a.space, devices=devices,
                        objectives=a.objectives or default_objectives(a.supernet is not None, bool(devices)),
@@ -435,6 +447,10 @@ def cmd_resume(a: argparse.Namespace) -> str | None:
             if a.budget is not None:
                 raise UserError("an As-ViT run cannot change its number of REINFORCE steps; start a new run")
             return _search_asvit(a, a.run_dir, cfg)
+        if cfg.strategy == "mpcvit":
+            from nas.search import mpcvit
+
+            return mpcvit.cli(a, a.run_dir, cfg)
         if a.budget is not None:
             log = a.run_dir / "evals.jsonl"
             done = log.read_bytes().count(b"\n") if log.exists() else 0
@@ -679,7 +695,7 @@ def cmd_latency(a: argparse.Namespace) -> str:
         "decoded": space.decode(arch),
     }
     if a.blocks:
-        out["blocks"] = {t.device: [{"key": k, "ms": v} for k, v in t.breakdown(space, arch)] for t in tables}
+        out["blocks"] = {t.device: t.block_rows(space, arch) for t in tables}
     if a.json:
         return json.dumps(out, indent=2)
     lines = [f"{out['arch'] or arch.id} ({space.name}): {out['macs_m']:.1f} M MACs, {out['params_m']:.2f} M params"]
@@ -790,20 +806,21 @@ def cmd_spaces(a: argparse.Namespace) -> str:
 
 def cmd_devices(a: argparse.Namespace) -> str:
     from nas.latency import device_dirs
-    from nas.latency.table import LatencyTable
+    from nas.latency.table import load_any
 
     rows = []
     for device, folder in device_dirs().items():
         for meta in sorted(folder.glob("*.toml")):
-            t = LatencyTable.load(meta)
+            t = load_any(meta)
             prov = t.meta.get("provenance", {})
-            rows.append({"device": device, "family": t.family, "description": t.meta.get("description", ""),
-                         "entries": len(t.ms), "version": t.version, "grid_rounding": t.grid_rounding,
+            rows.append({"device": device, "kind": t.kind, "family": t.family, "description": t.meta.get("description", ""),
+                         "entries": t.entries, "version": t.version, "grid_rounding": t.grid_rounding,
                          "source": prov.get("source", ""), "licence": prov.get("licence", ""), "path": str(meta)})
     if a.json:
         return json.dumps(rows, indent=2)
-    return "\n".join(f"{r['device']:10s} {r['family']:12s} {r['entries']:6d} blocks  {r['description']}\n"
-                     f"{'':10s} {r['version']}  licence: {r['licence']}" for r in rows)
+    return "\n".join(f"{r['device']:24s} {r['kind']:6s} {r['family']:12s} {r['entries']:6d} "
+                     f"{'ops' if r['kind'] == 'mpc' else 'blocks'}  {r['description']}\n"
+                     f"{'':24s} {r['version']}  licence: {r['licence']}" for r in rows)
 
 
 def cmd_lut(a: argparse.Namespace) -> str:

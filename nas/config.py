@@ -43,6 +43,7 @@ class SearchConfig:
     workers: int | None = None  # Ray actors (default: cluster CPUs // threads)
     gpus_per_worker: float | None = None  # may be fractional: several actors share a GPU
     fingerprints: dict = field(default_factory=dict)  # filled by the search: space + table versions
+    design: dict = field(default_factory=dict)  # a designer strategy's own settings (e.g. mpcvit: mu, data, steps)
 
     def validate(self) -> "SearchConfig":
         if self.budget <= 0:

@@ -167,6 +167,7 @@ def _meta(space, name: str, device: str, protocol: Protocol, env: dict, csv_path
         "runtime": device,  # what `nas lut validate` measures whole networks with
         "description": f"{env.get('label', device)} on {env.get('gpu') or env['cpu']}, {p.threads} thread(s), batch {p.batch}, FP32",
         "family": space.family,
+        "kind": "blocks",
         "space": space.name,
         "space_fingerprint": space.fingerprint,
         "table": csv_path.name,

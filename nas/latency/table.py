@@ -27,6 +27,7 @@ from nas.spaces.base import BlockSpec, LatencySlot, SearchSpace
 from nas.tomldoc import TomlDoc
 
 GRID_ROUNDINGS = ("floor", "ceil")
+KINDS = ("blocks", "mpc")  # a device TOML's `kind` (absent: blocks)
 
 
 @dataclass
@@ -37,6 +38,7 @@ class LatencyTable:
     meta: dict[str, Any]
     path: Path
     grid_rounding: str = "floor"
+    kind: str = "blocks"
     _compiled: dict[str, "_Compiled"] = field(default_factory=dict, repr=False)
 
     # ---- loading ---------------------------------------------------------------------------
@@ -46,6 +48,8 @@ class LatencyTable:
         d = doc.data
         device = doc.get(d, "device", "device", str)
         family = doc.get(d, "family", "family", str)
+        if doc.get(d, "kind", "kind", str, "blocks") != "blocks":
+            raise doc.error("kind", f"a block table has kind 'blocks', got {d['kind']!r} (read it with load_any)")
         rounding = doc.get(d, "grid_rounding", "grid_rounding", str)
         if rounding not in GRID_ROUNDINGS:
             raise doc.error("grid_rounding", f"expected one of {GRID_ROUNDINGS}, got {rounding!r}")
@@ -87,6 +91,16 @@ class LatencyTable:
         ``[correction]`` when it has one and ``corrected``. A block the table lacks raises
         MissingKeysError naming every missing key of the batch."""
         return self.compiled(space).predict(genomes, corrected)
+
+    @property
+    def entries(self) -> int:
+        return len(self.ms)
+
+    def describe(self) -> str:
+        return f"grid rounding {self.grid_rounding}"
+
+    def block_rows(self, space: SearchSpace, arch: Arch) -> list[dict[str, Any]]:
+        return [{"key": k, "ms": v} for k, v in self.breakdown(space, arch)]
 
     @property
     def correction(self) -> "Correction | None":
@@ -343,6 +357,9 @@ def load_table(device: str, space: SearchSpace, check: bool = True) -> LatencyTa
     table = _load_cached(path.resolve(), path.stat().st_mtime_ns)
     if table.family != space.family:
         raise UserError(f"latency table {path} is for space family {table.family!r}, not {space.family!r}")
+    if table.kind == "mpc":
+        table.check(space)  # names the operator and the table; cheap, so always
+        return table
     if check:
         missing = table.missing_keys(space)
         if missing:
@@ -368,10 +385,24 @@ def _warn_if_elsewhere(table: LatencyTable) -> None:
                       f"its numbers describe that machine", ForeignTableWarning, stacklevel=3)
 
 
-_CACHE: dict[tuple[Path, int], LatencyTable] = {}
+def load_any(meta_path: Path):
+    """The table a device TOML describes, by its ``kind``: a block table (``LatencyTable``) or an
+    analytic MPC model (``nas.latency.mpc.MpcTable``); both answer ``predict(space, genomes)``."""
+    doc = TomlDoc(meta_path)
+    kind = doc.get(doc.data, "kind", "kind", str, "blocks")
+    if kind not in KINDS:
+        raise doc.error("kind", str(did_you_mean(kind, KINDS, "table kind")))
+    if kind == "mpc":
+        from nas.latency.mpc import MpcTable
+
+        return MpcTable.load(meta_path)
+    return LatencyTable.load(meta_path)
 
 
-def _load_cached(path: Path, mtime: int) -> LatencyTable:
+_CACHE: dict[tuple[Path, int], Any] = {}
+
+
+def _load_cached(path: Path, mtime: int):
     if (path, mtime) not in _CACHE:
-        _CACHE[(path, mtime)] = LatencyTable.load(path)
+        _CACHE[(path, mtime)] = load_any(path)
     return _CACHE[(path, mtime)]

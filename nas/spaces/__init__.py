@@ -41,10 +41,17 @@ def _deepmad(doc: TomlDoc) -> SearchSpace:
     return DeepMADSpace(doc)
 
 
+def _mpcvit(doc: TomlDoc) -> SearchSpace:
+    from nas.spaces.mpcvit import MpcViTSpace
+
+    return MpcViTSpace(doc)
+
+
 FAMILIES.register("elasticvit")(_elasticvit)
 FAMILIES.register("asvit")(_asvit)
 FAMILIES.register("nb201")(_nb201)
 FAMILIES.register("deepmad")(_deepmad)
+FAMILIES.register("mpcvit")(_mpcvit)
 
 
 def space_files() -> dict[str, Path]:

@@ -49,8 +49,13 @@ class TrainingError(UserError):
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, out: Path, *, progress: bool = True):
+    def __init__(self, cfg: TrainConfig, out: Path, *, progress: bool = True, net: nn.Module | None = None,
+                 loss=None):
+        """``net`` (with ``cfg.arch``): train this module instead of ``space.build(arch)``, e.g. a
+        designer's relaxed search model; ``loss(model, logits, y, x)`` replaces the label loss
+        (a designer's penalty or token distillation)."""
         self.cfg = cfg = cfg.resolved().validate()
+        self.loss_fn = loss
         self.out, self.progress = Path(out), progress
         torch.set_num_threads(cfg.threads)
         self.space = get_space(cfg.space)
@@ -65,7 +70,7 @@ class Trainer:
         if self.fixed is not None:  # one network, no weight sharing (nas/train/standalone.py)
             from nas.train.standalone import Standalone
 
-            supernet = Standalone(self.space.build(self.fixed), self.fixed)
+            supernet = Standalone(net if net is not None else self.space.build(self.fixed), self.fixed)
         else:
             supernet = self.space.build_supernet()
         if supernet is None:
@@ -203,7 +208,9 @@ class Trainer:
             largest, level = None, []
             for i, pick in enumerate(picks):
                 logits = self._forward(pick, x).float()
-                if pick.target == "label":
+                if self.loss_fn is not None:
+                    loss = self.loss_fn(self.supernet, logits, y, x)
+                elif pick.target == "label":
                     loss = soft_cross_entropy(logits, teacher) if teacher is not None else \
                         F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
                 else:
