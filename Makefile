@@ -28,6 +28,7 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_latency.py
 	$(BIN)/python benchmarks/bench_mpc.py
+	$(BIN)/python benchmarks/bench_deepmad.py
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_supernet.py
 	$(BIN)/python benchmarks/bench_ray.py
