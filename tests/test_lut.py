@@ -156,9 +156,22 @@ def test_onnxruntime_measures_the_same_block():
 def test_unknown_or_unavailable_devices():
     with pytest.raises(UserError, match="did you mean 'local-cpu'"):
         runtime("local-cp", FAST)
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available():  # (with a GPU, the next test measures on it instead)
         with pytest.raises(UserError, match="no CUDA device"):
             runtime("local-cuda", FAST)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the local-cuda runtime times on it")
+def test_local_cuda_measures_blocks_on_the_gpu():
+    from nas.nets.blocks import build_block, example_input
+
+    specs = space_blocks(get_space("elasticvit-tiny"), "ceil")
+    rt = runtime("local-cuda", FAST)
+    key = next(k for k in specs if k.startswith("transattn"))
+    m = rt.measure(build_block(specs[key]), example_input(specs[key]))
+    assert m.median_ms > 0 and m.taken == FAST.repeats
+    env = rt.environment()
+    assert env["gpu"] and env["cuda"]
 
 
 # ---- build -----------------------------------------------------------------------------------
