@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from conftest import SHARED, nas_cli
 from nas.errors import UserError
@@ -233,3 +234,89 @@ def test_proxies_cli_bad_input(tmp_path, args, message):
     r = nas_cli("proxies", "--space", "nb201", "--out", str(tmp_path / "x"), *args)
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+# ---- the zero-cost proxies against values computed independently on tiny networks -------------
+def _tiny_mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 16, bias=False), nn.ReLU(), nn.Linear(16, 3, bias=False))
+
+
+def _tiny_data(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return ProxyData(torch.randn(6, 3, 2, 2, generator=g), torch.tensor([0, 1, 2, 0, 1, 2]), 3)
+
+
+def _closed_form_grads(net, data):
+    """dL/dW1, dL/dW2 of mean cross-entropy for f(x) = W2 relu(W1 x), by the chain rule by hand."""
+    w1, w2 = net[1].weight.detach().double(), net[3].weight.detach().double()
+    x = data.images.flatten(1).double()
+    h_pre = x @ w1.T
+    h = h_pre.clamp(min=0)
+    p = torch.softmax(h @ w2.T, dim=1)
+    d_logits = (p - F.one_hot(data.labels, 3).double()) / len(x)  # dL/dlogits of the mean CE
+    g2 = d_logits.T @ h
+    g1 = ((d_logits @ w2) * (h_pre > 0)).T @ x
+    return (w1, g1), (w2, g2)
+
+
+def test_grad_norm_and_snip_by_hand():
+    net, data = _tiny_mlp(), _tiny_data()
+    (w1, g1), (w2, g2) = _closed_form_grads(net, data)
+    assert get_proxy("grad_norm")(net, data) == pytest.approx(float(g1.norm() + g2.norm()), rel=1e-5)
+    assert get_proxy("snip")(_tiny_mlp(), data) == pytest.approx(float((g1 * w1).abs().sum() + (g2 * w2).abs().sum()), rel=1e-5)
+
+
+def test_grasp_by_hand_with_an_explicit_hessian():
+    """GraSP = -W . (H g) with H the full Hessian of the loss over all weights (torch.func.hessian on
+    the flattened weights: another path than the proxy's double backprop)."""
+    net, data = _tiny_mlp(), _tiny_data()
+    w1, w2 = net[1].weight.detach().clone(), net[3].weight.detach().clone()
+    n1 = w1.numel()
+    x = data.images.flatten(1)
+
+    def loss(flat):
+        a, b = flat[:n1].view_as(w1), flat[n1:].view_as(w2)
+        return F.cross_entropy((x @ a.T).clamp(min=0) @ b.T, data.labels)
+
+    flat = torch.cat([w1.flatten(), w2.flatten()]).double()
+    x = x.double()
+    g = torch.func.grad(loss)(flat)
+    hess = torch.func.hessian(loss)(flat)
+    want = float(-(flat * (hess @ g)).sum())
+    assert get_proxy("grasp")(net, data) == pytest.approx(want, rel=1e-4)
+
+
+def test_jacob_cov_by_hand():
+    net, data = _tiny_mlp(), _tiny_data()
+    w1, w2 = net[1].weight.detach().double(), net[3].weight.detach().double()
+    x = data.images.flatten(1).double()
+    # J_n = d sum_k f_k(x_n) / d x_n = W1^T diag(relu'(W1 x_n)) W2^T 1
+    jac = ((x @ w1.T > 0) * w2.sum(0)) @ w1
+    c = np.corrcoef(jac.numpy())
+    ev = np.linalg.eigvalsh(c)
+    want = float(-(np.log(ev + 1e-5) + 1 / (ev + 1e-5)).sum())
+    assert get_proxy("jacob_cov")(net, data) == pytest.approx(want, rel=1e-6)
+
+
+def test_zen_by_hand_on_a_linear_feature_map():
+    """With features f(x) = A x (no BN), zen = log mean_n ||A (0.01 e_n)||_1, A redrawn from N(0, 1)
+    by the proxy's generator (weights first, then x, then e)."""
+
+    class Feat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(12, 7, bias=False)
+
+        def forward_features(self, x):
+            return self.fc(x.flatten(1))
+
+        forward = forward_features
+
+    data = _tiny_data()
+    g = data.generator(7)
+    a = torch.empty(7, 12).normal_(0.0, 1.0, generator=g)
+    _x = torch.randn(data.images.shape, generator=g)
+    e = torch.randn(data.images.shape, generator=g)
+    want = math.log(float((0.01 * e.flatten(1) @ a.T).abs().sum(1).mean()))
+    assert get_proxy("zen")(Feat(), data) == pytest.approx(want, rel=1e-5)
