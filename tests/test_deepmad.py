@@ -1,7 +1,6 @@
 """DeepMAD: the released structures, the objective exactly as the code computes it, the solvers, `nas design`."""
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest

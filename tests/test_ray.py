@@ -83,9 +83,8 @@ def test_killed_actor_is_restarted_and_its_architectures_redispatched(cluster, l
                                           ray=cluster.address, workers=2))
     thread.start()
     log = tmp_path / "ray" / "evals.jsonl"
-    deadline = time.time() + 120
     while not (log.exists() and log.read_bytes().count(b"\n") >= 5 and made and made[0].pids()):
-        assert thread.is_alive() and time.time() < deadline, "search ended before an actor could be killed"
+        assert thread.is_alive(), "search ended before an actor could be killed"  # no deadline: pytest-timeout
         time.sleep(0.005)
     os.kill(made[0].pids()[0], signal.SIGKILL)  # mid-batch: the actor has architectures queued
     thread.join(timeout=300)
@@ -112,9 +111,8 @@ def test_lost_node_keeps_received_results_and_the_run_completes(cluster, tmp_pat
                                           ray=cluster.address, workers=3, budget=160))
     thread.start()
     log = tmp_path / "ray" / "evals.jsonl"
-    deadline = time.time() + 120
     while not (log.exists() and log.read_bytes().count(b"\n") >= 5 and made and len(made[0].ready) == 3):
-        assert thread.is_alive() and time.time() < deadline, "search ended before the node could be removed"
+        assert thread.is_alive(), "search ended before the node could be removed"
         time.sleep(0.005)
     cluster.remove_node(node, allow_graceful=False)
     received = log.read_text()
@@ -175,10 +173,9 @@ def test_killed_ray_driver_resumes_without_recomputing(cluster, local, tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "nas.cli", "search", *CLI_ARGS, "--ray", cluster.address,
                              "--workers", "2", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    log, deadline = out / "evals.jsonl", time.time() + 120
+    log = out / "evals.jsonl"
     while not (log.exists() and log.read_bytes().count(b"\n") >= 10):
         assert proc.poll() is None, f"search ended before it could be killed: {proc.stderr.read()}"
-        assert time.time() < deadline, "search too slow to reach the kill point"
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

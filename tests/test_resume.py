@@ -22,9 +22,10 @@ def _start(args, out):
                             env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
-def _kill_after(proc, log, lines, timeout=300):
-    t = time.time()
-    while time.time() - t < timeout:
+def _kill_after(proc, log, lines):
+    """SIGKILL once ``log`` has ``lines`` lines. No deadline (a loaded machine is only slower;
+    pytest-timeout bounds the test): the search finishing first is the failure."""
+    while True:
         if log.exists() and log.read_bytes().count(b"\n") >= lines:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -32,7 +33,6 @@ def _kill_after(proc, log, lines, timeout=300):
         if proc.poll() is not None:
             pytest.fail(f"search ended before it could be killed: {proc.stderr.read()}")
         time.sleep(0.005)
-    pytest.fail("search too slow to reach the kill point")
 
 
 def _evaluated_ids(run):
