@@ -628,6 +628,7 @@ def cmd_latency(a: argparse.Namespace) -> str:
         "arch_id": arch.id,
         "macs_m": float(cost["macs"][0]) / 1e6,
         "params_m": float(cost["params"][0]) / 1e6,
+        **{f"{k.replace('params', 'params_m', 1)}": float(v[0]) / 1e6 for k, v in cost.items() if k.startswith("params_")},
         "latency_ms": latency,
         "table_version": {t.device: t.version for t in tables},
         "decoded": space.decode(arch),
