@@ -113,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     t = cmd("train", "train a weight-sharing supernet on real data")
     t.add_argument("--space", help="space name or TOML path (its family must have a supernet)")
     t.add_argument("--data", help="fashion-mnist[:DIR], cifar10:DIR, cifar100:DIR or imagefolder:DIR[:SIZE]")
-    t.add_argument("--sampler", default=TrainConfig.sampler, help="uniform, sandwich (default), complexity, elasticvit")
+    t.add_argument("--sampler", default=TrainConfig.sampler, help="uniform, sandwich (default), complexity, elasticvit, multi-arch (ViT-ResNAS: --subnets per pass)")
     t.add_argument("--arch", help="train this one network of the space (a preset or architecture string), no supernet")
     t.add_argument("--retokenize", type=float, metavar="SHARE",
                    help="As-ViT progressive re-tokenisation: the first SHARE of the steps on coarse tokens (with --arch)")

@@ -13,7 +13,9 @@ SAMPLER_DEFAULTS = {  # what each sampler distils by default
     "sandwich": dict(subnets=4, alpha_div=False),
     "complexity": dict(subnets=4, alpha_div=True),
     "elasticvit": dict(subnets=4, alpha_div=True),
+    "multi-arch": dict(subnets=2, alpha_div=False),  # ViT-ResNAS: 2 subnets per pass (128 / 64 per GPU)
 }
+ONE_SUBNET_OK = ("uniform", "multi-arch")
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,11 @@ class TrainConfig:
             from nas.registry import did_you_mean
 
             raise did_you_mean(self.sampler, SAMPLER_DEFAULTS, "sampler")
-        if self.subnets is not None and self.subnets < (2 if self.sampler != "uniform" else 1):
-            raise UserError(f"--subnets must be at least {2 if self.sampler != 'uniform' else 1} for {self.sampler}")
+        least = 1 if self.sampler in ONE_SUBNET_OK else 2
+        if self.subnets is not None and self.subnets < least:
+            raise UserError(f"--subnets must be at least {least} for {self.sampler}")
+        if self.sampler == "multi-arch" and self.subnets is not None and self.subnets > self.batch_size:
+            raise UserError(f"--subnets {self.subnets} exceeds --batch-size {self.batch_size}: every subnet needs examples")
         for name in ("batch_size", "accumulate", "bn_batches", "checkpoint_every", "max_bad_steps", "threads"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")

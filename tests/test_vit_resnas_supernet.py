@@ -1,0 +1,167 @@
+"""The ViT-ResNAS supernet: masked multi-architecture passes, extraction, warm-up re-sorting, the
+multi-arch sampler and one tiny Fashion-MNIST run through the trainer."""
+import copy
+import csv
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nas.data import FASHION_MNIST_DIR
+from nas.spaces import get_space
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return get_space("vit-resnas-micro")
+
+
+@pytest.fixture(scope="module")
+def supernet(space):
+    torch.manual_seed(0)
+    return space.build_supernet()
+
+
+def _archs(space):
+    return [space.smallest(), space.largest()] + [space.arch(g) for g in space.sample(np.random.default_rng(3), 3)]
+
+
+def test_extract_equals_the_masked_supernet(space, supernet):
+    x = torch.randn(3, 3, 28, 28)
+    for arch in _archs(space):
+        supernet.eval().set_active(arch)
+        with torch.no_grad():
+            assert torch.allclose(supernet(x), supernet.extract(arch).eval()(x), atol=1e-5)
+
+
+def test_k_subnets_in_one_pass_are_interleaved(space, supernet):
+    archs = _archs(space)[:3]
+    x = torch.randn(7, 3, 32, 32)
+    supernet.eval().set_active_many(archs)
+    with torch.no_grad():
+        y = supernet(x)
+        for i, arch in enumerate(archs):  # example b runs subnet b % k
+            assert torch.allclose(y[i::3], supernet.extract(arch).eval()(x[i::3]), atol=1e-5)
+
+
+def test_masked_channels_get_no_gradient_from_the_subnets_that_mask_them(space, supernet):
+    net = copy.deepcopy(supernet).train()
+    small, large = space.smallest(), space.largest()
+    net.set_active_many([small, large])
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+
+    def grads(part):  # gradient of the batch-mean loss restricted to one subnet's examples
+        net.zero_grad()
+        per = F.cross_entropy(net(x), y, reduction="none")
+        (per[part::2].sum() / len(x)).backward()
+        return {n: p.grad.clone() for n, p in net.named_parameters()}
+
+    g_small, g_large = grads(0), grads(1)
+    vs = space.values(space.genomes([small]))
+    block = "stages.2.blocks.0"
+    e3, mlp, heads = int(vs[2]["embed"][0]), int(vs[2]["mlp"][0, 0]), int(vs[2]["heads"][0, 0])
+    d = space.stages[2].head_dims[0]
+    a_max = space.stages[2].heads[-1] * d
+    masked = {  # parameter -> the slice the small subnet masks
+        f"{block}.fc1.weight": (slice(mlp, None),), f"{block}.fc2.weight": (slice(None), slice(mlp, None)),
+        f"{block}.qkv.weight": (slice(2 * a_max + heads * d, None),),  # V rows of the masked heads
+        f"{block}.proj.weight": (slice(None), slice(heads * d, None)),
+        "head.weight": (slice(None), slice(e3, None)), "stages.2.reduce.pos_embed": (..., slice(e3, None)),
+    }
+    for name, idx in masked.items():
+        assert g_small[name][idx].abs().max() == 0, name  # exactly zero, not merely small
+        assert g_large[name][idx].abs().max() > 0, name  # the other subnet does train them
+    assert g_small[f"{block}.fc1.weight"][:mlp].abs().max() > 0  # and the small one trains its own
+
+
+def test_one_subnet_step_equals_a_plain_step_of_the_extracted_subnet(space, supernet):
+    arch = space.arch(space.sample(np.random.default_rng(5), 1)[0])
+    net = copy.deepcopy(supernet).train()
+    net.set_active_many([arch])
+    sub = net.extract(arch).train()
+    x, y = torch.randn(6, 3, 32, 32), torch.randint(0, 10, (6,))
+    # SGD, not Adam: Adam's first step is lr * sign(grad), which turns the analytically zero
+    # gradient of the K bias (softmax is shift-invariant) into +-lr noise in both models alike
+    opts = [torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.9, weight_decay=0.05) for m in (net, sub)]
+    losses = []
+    for m, opt in zip((net, sub), opts):
+        loss = F.cross_entropy(m(x), y)
+        loss.backward()
+        losses.append(float(loss.detach()))
+    for opt in opts:
+        opt.step()
+    assert abs(losses[0] - losses[1]) < 1e-5
+    after = net.extract(arch).state_dict()
+    for k, v in sub.state_dict().items():
+        assert torch.allclose(after[k], v, atol=1e-5), k
+    assert not torch.allclose(after["head.weight"], supernet.extract(arch).state_dict()["head.weight"])  # it moved
+
+
+def test_rewiring_sorts_by_importance_without_changing_the_function(space, supernet):
+    net = copy.deepcopy(supernet).eval()
+    block = net.stages[1].blocks["0"]
+    with torch.no_grad():
+        block.fc1.weight.mul_(torch.rand(block.fc1.weight.shape[0], 1) * 2)  # make an order to restore
+    opt = torch.optim.AdamW(net.parameters())
+    F.cross_entropy(net(torch.randn(2, 3, 32, 32)), torch.tensor([1, 2])).backward()
+    opt.step()
+    ema = copy.deepcopy(net)
+    net.set_active(space.largest())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = net(x)
+    moment = opt.state[block.fc1.weight]["exp_avg"].clone()
+    head, unit = block.importance_order()
+    assert not torch.equal(unit, torch.arange(len(unit)))
+    net.rewire(opt, follow=[ema])
+    with torch.no_grad():
+        assert torch.allclose(net(x), before, atol=1e-5)
+        ema.set_active(space.largest())
+        assert torch.allclose(ema(x), before, atol=1e-5)
+    assert torch.equal(block.importance_order()[1], torch.arange(len(unit)))
+    assert torch.equal(opt.state[block.fc1.weight]["exp_avg"], moment[unit])
+
+
+def test_multi_arch_sampler_warm_up_and_balanced_choices(space):
+    from nas.train.samplers import make_sampler
+
+    s = make_sampler("multi-arch", space, np.random.default_rng(0), 3)
+    assert s.warmup == 1
+    assert all(p.arch == space.largest() for p in s.sample(0))  # epoch 0: the largest choices only
+    picks = s.sample(1)
+    g = space.genomes([p.arch for p in picks])
+    assert len(set(g[:, space.g_embed[0]])) == 3  # 3 choices, 3 subnets: a permutation, all distinct
+    assert s.rewire_after(1) and not s.rewire_after(2)
+
+
+needs_fmnist = pytest.mark.skipif(not FASHION_MNIST_DIR.exists(),
+                                  reason=f"Fashion-MNIST not installed at {FASHION_MNIST_DIR} (apt-get install dataset-fashion-mnist)")
+
+
+@needs_fmnist
+def test_multi_arch_training_on_fashion_mnist(tmp_path):
+    from nas.train.config import TrainConfig
+    from nas.train.trainer import Trainer
+
+    from nas.resources import data_dir
+
+    # no warm-up: in 20 steps (all in epoch 0) it would train the largest subnet only
+    toml = tmp_path / "micro.toml"
+    toml.write_text((data_dir("spaces") / "vit-resnas-micro.toml").read_text().replace("warmup_epochs = 1", "warmup_epochs = 0"))
+    cfg = TrainConfig(space=str(toml), data="fashion-mnist", sampler="multi-arch", subnets=2, steps=20,
+                      batch_size=32, lr=3e-3, heldout=256, eval_random=0, bn_batches=1, checkpoint_every=20,
+                      warmup_steps=2)
+    (tmp_path / "run").mkdir()
+    result = Trainer(cfg, tmp_path / "run", progress=False).run()
+    assert result["step"] == 20 and result["skipped_steps"] == 0
+    steps = list(csv.DictReader((tmp_path / "run" / "steps.csv").open()))
+    assert len(steps) == 40 and {r["role"] for r in steps} == {"multi"}  # 2 subnets per step, one pass
+    assert len({r["arch_id"] for r in steps}) > 2  # a new pair of subnets every step
+    first = np.mean([float(r["loss"]) for r in steps[:8]])
+    last = np.mean([float(r["loss"]) for r in steps[-8:]])
+    assert last < first - 0.2  # it learns (from ln 10 = 2.30)
+    acc = {r["role"]: r["accuracy"] for r in result["evaluation"]}
+    assert min(acc.values()) > 0.2  # 10 classes: chance is 0.1
