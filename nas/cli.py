@@ -97,11 +97,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--budget", type=int, default=None,
                    help=f"architectures to evaluate (default {SearchConfig.budget}: minutes on 2 cores with naswot); "
                         "with --strategy asvit, REINFORCE steps (default: the space's reinforce_steps)")
-    s.add_argument("--population", type=int, default=SearchConfig.population,
-                   help=f"population / batch size (default {SearchConfig.population})")
+    s.add_argument("--population", type=int, default=None,
+                   help=f"population / batch size (default {SearchConfig.population}; a --preset's initial population)")
+    s.add_argument("--preset", help="a published configuration of the strategy: resnas (ViT-ResNAS's evolution: 500 + 19 x "
+                                    "150 evaluations, MACs in [0.975 C, C] for C = --max-macs) or elasticvit (ElasticViT's; "
+                                    "MACs in [T, T + 20] for T = --min-macs); see docs/cli.md")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--max-latency", type=float, metavar="MS", help="constraint: latency on every device <= MS")
     s.add_argument("--max-macs", type=float, metavar="M", help="constraint: MACs <= M millions")
+    s.add_argument("--min-macs", type=float, metavar="M", help="constraint: MACs >= M millions")
     s.add_argument("--max-params", type=float, metavar="M", help="constraint: parameters <= M millions")
     s.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                    help="torch threads for proxy evaluation (recorded: scores depend on it)")
@@ -333,11 +337,15 @@ def cmd_search(a: argparse.Namespace) -> str | None:
     if a.strategy == "asvit":
         return _search_asvit(a)
     devices = _devices(a.device)
+    from nas.search.presets import preset_defaults
+
+    defaults = preset_defaults(a.preset) if a.preset else {"budget": SearchConfig.budget, "population": SearchConfig.population}
     cfg = SearchConfig(space=a.space, devices=devices,
                        objectives=a.objectives or default_objectives(a.supernet is not None, bool(devices)),
-                       strategy=a.strategy, budget=a.budget if a.budget is not None else SearchConfig.budget,
-                       population=a.population, seed=a.seed,
+                       strategy=a.strategy, budget=a.budget if a.budget is not None else defaults["budget"],
+                       population=a.population if a.population is not None else defaults["population"], seed=a.seed,
                        max_latency=a.max_latency, max_macs=a.max_macs, max_params=a.max_params, threads=a.threads,
+                       min_macs=a.min_macs, preset=a.preset,
                        supernet=a.supernet, ray=a.ray, workers=a.workers, gpus_per_worker=a.gpus_per_worker)
     session = prepare(cfg)  # every input check happens before anything is written
     runner = _start_runner(session)  # so is joining a Ray cluster

@@ -105,7 +105,11 @@ class ViTResNASSpace(SearchSpace):
                                       stages[s].mlps, stages[s].skippable)
         self.stages = tuple(stages)
         self._build_genes()
-        canon = json.dumps({k: v for k, v in d.items() if k not in ("presets", "description", "source", "train")},
+        search = doc.get(d, "search", "search", dict, {})
+        self.search_defaults = {}
+        if "max_macs" in search:  # the constraint C of `--preset resnas` (M MACs)
+            self.search_defaults["max_macs"] = float(doc.get(search, "max_macs", "search.max_macs", (int, float)))
+        canon = json.dumps({k: v for k, v in d.items() if k not in ("presets", "description", "source", "train", "search")},
                            sort_keys=True)
         self.fingerprint = hashlib.blake2b(canon.encode(), digest_size=8).hexdigest()
         self._preset_specs = doc.get(d, "presets", "presets", dict, {})
