@@ -141,3 +141,35 @@ def test_micro_model_runs_on_fashion_mnist_sized_input(micro):
     net = micro.build(micro.largest(), patch_head=True)
     logits, patches = net.forward_with_patches(torch.randn(2, 3, 28, 28))
     assert logits.shape == (2, 10) and patches.shape == (2, 4, 10)  # the last stage's 2 x 2 patch tokens
+
+
+def test_latency_blocks_sum_to_the_network(micro, tiny):
+    """Built from their keys alone, an architecture's blocks hold exactly the network's parameters
+    and do exactly its FLOPs (so a measured table misses no layer)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from nas.latency.fit import block_features
+    from nas.latency.table import space_blocks
+    from nas.nets.blocks import build_block
+
+    specs = space_blocks(micro, "ceil")
+    assert len(specs) == 3 + 2 * 9 + 3 * 27 + 3  # embeds, SR pairs, (embed, heads, mlp) per stage, heads
+    rng = np.random.default_rng(0)
+    for arch in [micro.smallest(), micro.largest()] + [micro.arch(g) for g in micro.sample(rng, 2)]:
+        g = np.asarray([arch.genome])
+        keys = [s.key(*[micro.genes[i].choices[arch.genome[i]] for i in s.factors])
+                for s in micro.latency_slots("ceil") if s.present(g)[0]]
+        assert len(keys) == 2 + 2 + int(sum(v["exists"].sum() for v in micro.values(g)))
+        feats = block_features({k: specs[k] for k in set(keys)})
+        net = micro.build(arch).eval()
+        flops = FlopCounterMode(display=False)
+        with torch.inference_mode(), flops:
+            net(torch.randn(1, 3, 32, 32))
+        assert sum(feats[k][0] for k in keys) == flops.get_total_flops()
+        assert sum(sum(p.numel() for p in build_block(specs[k]).parameters()) for k in keys) == \
+            sum(p.numel() for p in net.parameters())
+    ref = tiny.parse_arch("vit-res-tiny")  # the reference network's head_dim 64 has its own keys
+    ref_keys = [s.key(*[tiny.genes[i].choices[ref.genome[i]] for i in s.factors])
+                for s in tiny.latency_slots("ceil") if s.present(np.asarray([ref.genome]))[0]]
+    assert "resnas_block_257_192_3_64_768" in ref_keys and set(ref_keys) <= set(space_blocks(tiny, "ceil"))

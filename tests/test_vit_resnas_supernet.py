@@ -129,12 +129,15 @@ def test_multi_arch_sampler_warm_up_and_balanced_choices(space):
     from nas.train.samplers import make_sampler
 
     s = make_sampler("multi-arch", space, np.random.default_rng(0), 3)
-    assert s.warmup == 1
-    assert all(p.arch == space.largest() for p in s.sample(0))  # epoch 0: the largest choices only
-    picks = s.sample(1)
-    g = space.genomes([p.arch for p in picks])
+    assert s.warmup == 0 and not s.rewire_after(0)  # the micro space trains every choice from the start
+    g = space.genomes([p.arch for p in s.sample(0)])
     assert len(set(g[:, space.g_embed[0]])) == 3  # 3 choices, 3 subnets: a permutation, all distinct
-    assert s.rewire_after(1) and not s.rewire_after(2)
+    tiny = get_space("vit-resnas-tiny")  # warm-up over 30 epochs, as the original
+    t = make_sampler("multi-arch", tiny, np.random.default_rng(0), 8)
+    assert all(p.arch == tiny.largest() for p in t.sample(0))  # epoch 0: the largest choices only
+    mlp = tiny.g_mlp[0][0]  # 7 MLP choices: 1 + floor(15 * 6 / 30) = 4 enabled at epoch 15
+    assert set(tiny.genomes([p.arch for p in t.sample(15)])[:, mlp]) == {3, 4, 5, 6}
+    assert t.rewire_after(30) and not t.rewire_after(31)
 
 
 needs_fmnist = pytest.mark.skipif(not FASHION_MNIST_DIR.exists(),
@@ -146,12 +149,7 @@ def test_multi_arch_training_on_fashion_mnist(tmp_path):
     from nas.train.config import TrainConfig
     from nas.train.trainer import Trainer
 
-    from nas.resources import data_dir
-
-    # no warm-up: in 20 steps (all in epoch 0) it would train the largest subnet only
-    toml = tmp_path / "micro.toml"
-    toml.write_text((data_dir("spaces") / "vit-resnas-micro.toml").read_text().replace("warmup_epochs = 1", "warmup_epochs = 0"))
-    cfg = TrainConfig(space=str(toml), data="fashion-mnist", sampler="multi-arch", subnets=2, steps=20,
+    cfg = TrainConfig(space="vit-resnas-micro", data="fashion-mnist", sampler="multi-arch", subnets=2, steps=20,
                       batch_size=32, lr=3e-3, heldout=256, eval_random=0, bn_batches=1, checkpoint_every=20,
                       warmup_steps=2)
     (tmp_path / "run").mkdir()

@@ -56,7 +56,8 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, E)
         B, N, _ = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, d)
+        attn = (q @ k.transpose(-2, -1)) * self.head_dim ** -0.5  # (B, h, N, N); explicit, so FLOP counters see it
+        out = attn.softmax(-1) @ v  # (B, h, N, d)
         x = x + self.proj(out.transpose(1, 2).reshape(B, N, -1))
         return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
 

@@ -135,9 +135,10 @@ class ViTResNASSpace(SearchSpace):
         doc = self._doc
         t = doc.get(doc.data, "train", "train", dict, {})
         out: dict[str, Any] = {}
-        for key, kind in (("warmup_epochs", (int, float)), ("examples_per_arch", int)):
-            if key in t:
-                out[key] = doc.get(t, key, f"train.{key}", kind)
+        if "warmup_epochs" in t:
+            out["warmup_epochs"] = doc.get(t, "warmup_epochs", "train.warmup_epochs", int)
+            if out["warmup_epochs"] < 0:
+                raise doc.error("train.warmup_epochs", f"expected 0 or more epochs, got {out['warmup_epochs']}")
         return out
 
     # ---- genes and search vector -----------------------------------------------------------
@@ -291,7 +292,7 @@ class ViTResNASSpace(SearchSpace):
         per existing block, ``resnas_sr_{side_in}_{Ein}_{Eout}`` per reduction, ``resnas_head_{E}_{classes}``."""
         r, stem, p, c = self.resolution, self.stem_width, self.patch, self.num_classes
         slots = [LatencySlot((self.g_embed[0],), lambda e: f"resnas_embed_{r}_{stem}_{p}_{e}",
-                             block=lambda e: BlockSpec.of("resnas_embed", (3, r, r), stem=stem, patch=p, cout=e))]
+                             block=lambda e: BlockSpec.of("resnas_embed", (3, r, r), side=r, stem=stem, patch=p, cout=e))]
         for s, (st, side) in enumerate(zip(self.stages, self.sides())):
             tokens = side * side + 1
             if s:
