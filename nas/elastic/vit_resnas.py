@@ -26,11 +26,13 @@ from nas.nets.vit_resnas import PatchConvEmbed, _init
 
 
 def masked_layer_norm(x: torch.Tensor, m: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
-    """LayerNorm over the channels where ``m`` (B, 1, C) is 1; masked channels come out 0."""
+    """LayerNorm over the channels where ``m`` (B, 1, C) is 1; masked channels come out 0.
+    ``x`` must already be 0 on masked channels (the supernet keeps its token stream so), which
+    saves a full-size multiply on this hot path."""
     n = m.sum(-1, keepdim=True)
-    mean = (x * m).sum(-1, keepdim=True) / n
-    var = ((x - mean) * m).pow(2).sum(-1, keepdim=True) / n
-    return ((x - mean) * torch.rsqrt(var + ln.eps) * ln.weight + ln.bias) * m
+    d = (x - x.sum(-1, keepdim=True) / n) * m
+    var = (d * d).sum(-1, keepdim=True) / n
+    return d * (torch.rsqrt(var + ln.eps) * ln.weight) + ln.bias * m
 
 
 class FusedQKV(nn.Linear):
@@ -60,8 +62,9 @@ class MaskedBlock(nn.Module):
         B, N, _ = x.shape
         q, k, v = self.qkv(masked_layer_norm(x, em, self.norm1)).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v) * hm[:, :, None, None]  # (B, h, N, d), masked heads 0
-        x = x + lm * self.proj(out.transpose(1, 2).reshape(B, N, -1)) * em
-        return x + lm * self.fc2(F.gelu(self.fc1(masked_layer_norm(x, em, self.norm2))) * mm) * em
+        keep = lm * em  # (B, 1, E): the residual branches write only active channels of existing blocks
+        x = x + self.proj(out.transpose(1, 2).reshape(B, N, -1)) * keep
+        return x + self.fc2(F.gelu(self.fc1(masked_layer_norm(x, em, self.norm2))) * mm) * keep
 
     @torch.no_grad()
     def importance_order(self) -> tuple[torch.Tensor, torch.Tensor]:
