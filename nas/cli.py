@@ -119,6 +119,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data", help="fashion-mnist[:DIR], cifar10:DIR, cifar100:DIR or imagefolder:DIR[:SIZE]")
     t.add_argument("--sampler", default=TrainConfig.sampler, help="uniform, sandwich (default), complexity, elasticvit, multi-arch (ViT-ResNAS: --subnets per pass)")
     t.add_argument("--arch", help="train this one network of the space (a preset or architecture string), no supernet")
+    t.add_argument("--patch-mixup", action="store_true",
+                   help="ViT-ResNAS patch-token mixup: a patch head learns each token's label (with --sampler multi-arch)")
     t.add_argument("--retokenize", type=float, metavar="SHARE",
                    help="As-ViT progressive re-tokenisation: the first SHARE of the steps on coarse tokens (with --arch)")
     n = t.add_mutually_exclusive_group()
@@ -491,7 +493,7 @@ def cmd_train(a: argparse.Namespace) -> str | None:
                           teachers=tuple(a.teacher), ema=a.ema, agc=a.agc, accumulate=a.accumulate, heldout=a.heldout,
                           eval_every=a.eval_every, checkpoint_every=a.checkpoint_every, max_bad_steps=a.max_bad_steps,
                           seed=a.seed, threads=a.threads, ray=a.ray, workers=a.workers, gpus_per_worker=a.gpus_per_worker,
-                          arch=a.arch, retokenize=a.retokenize)
+                          arch=a.arch, retokenize=a.retokenize, patch_mixup=a.patch_mixup)
         if cfg.ray is not None and world > 1:
             raise UserError("--ray starts its own training workers: run it without torchrun")
         trainer = Trainer(cfg, Path("."), progress=not a.no_progress)  # checks everything before writing

@@ -163,3 +163,51 @@ def test_multi_arch_training_on_fashion_mnist(tmp_path):
     assert last < first - 0.2  # it learns (from ln 10 = 2.30)
     acc = {r["role"]: r["accuracy"] for r in result["evaluation"]}
     assert min(acc.values()) > 0.2  # 10 classes: chance is 0.1
+
+
+def test_patch_token_mixup_targets_follow_the_pixels():
+    from nas.train import token_mix
+
+    torch.manual_seed(1)
+    x = torch.stack([torch.full((3, 32, 32), float(i)) for i in range(4)])  # image i is all i
+    y = torch.tensor([0, 1, 2, 3])
+    for _ in range(20):  # until the 1/2 switch fires
+        xm, target, labels = token_mix.mix(x, y, 2, 10)
+        if not torch.equal(xm, x):
+            break
+    regions = xm.unfold(2, 16, 16).unfold(3, 16, 16)[:, 0].reshape(4, 4, -1)  # (B, 2 x 2 regions, pixels)
+    assert torch.equal(regions.amin(-1), regions.amax(-1))  # whole regions move, never parts
+    assert torch.equal(regions[..., 0].long(), labels)  # each patch label is the label of its pixels
+    share = (labels != y[:, None]).float().mean(1)
+    assert torch.allclose(target[torch.arange(4), y], 1 - share)  # cls target: area-weighted labels
+    assert torch.allclose(target.sum(1), torch.ones(4))
+    per = token_mix.loss(torch.zeros(4, 10), torch.zeros(4, 4, 10), target, labels, 0.0)
+    assert torch.allclose(per, torch.full((4,), 2 * np.log(10)), atol=1e-5)
+
+
+def test_supernet_patch_head_extracts_into_a_model_with_one(space, supernet):
+    arch = space.largest()
+    supernet.eval().set_active(arch)
+    net = space.build(arch, patch_head=True).eval()
+    net.load_state_dict(supernet.sub_state_dict(net.state_dict()))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        cls, patches = supernet(x, patches=True)
+        cls2, patches2 = net.forward_with_patches(x)
+    assert torch.allclose(cls, cls2, atol=1e-5) and torch.allclose(patches, patches2, atol=1e-5)
+
+
+def test_drop_path_from_the_space_rises_over_the_blocks(tmp_path):
+    from nas.resources import data_dir
+
+    path = tmp_path / "dp.toml"
+    path.write_text((data_dir("spaces") / "vit-resnas-micro.toml").read_text()
+                    .replace('name = "vit-resnas-micro"', 'name = "dp"').replace("warmup_epochs = 0", "warmup_epochs = 0\ndrop_path = 0.4"))
+    net = get_space(path).build_supernet()
+    rates = [b.drop_path for st in net.stages for b in st.blocks.values()]
+    assert rates[0] == 0 and rates[-1] == pytest.approx(0.4) and rates == sorted(rates)
+    x = torch.randn(16, 3, 32, 32)
+    with torch.no_grad():
+        assert not torch.allclose(net.train()(x), net(x))  # stochastic depth while training
+        assert torch.equal(net.eval()(x), net(x))
+    assert get_space("vit-resnas-tiny").train_recipe["drop_path"] == 0.2  # the original's --drop-path

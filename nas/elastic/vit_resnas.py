@@ -63,8 +63,17 @@ class MaskedBlock(nn.Module):
         q, k, v = self.qkv(masked_layer_norm(x, em, self.norm1)).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v) * hm[:, :, None, None]  # (B, h, N, d), masked heads 0
         keep = lm * em  # (B, 1, E): the residual branches write only active channels of existing blocks
-        x = x + self.proj(out.transpose(1, 2).reshape(B, N, -1)) * keep
-        return x + self.fc2(F.gelu(self.fc1(masked_layer_norm(x, em, self.norm2))) * mm) * keep
+        x = x + self.proj(out.transpose(1, 2).reshape(B, N, -1)) * self._drop(keep)
+        return x + self.fc2(F.gelu(self.fc1(masked_layer_norm(x, em, self.norm2))) * mm) * self._drop(keep)
+
+    drop_path = 0.0
+
+    def _drop(self, keep: torch.Tensor) -> torch.Tensor:
+        """Stochastic depth per example and branch while training (the original's DropPath)."""
+        if not self.training or self.drop_path == 0.0:
+            return keep
+        alive = torch.rand(len(keep), 1, 1, device=keep.device) >= self.drop_path
+        return keep * alive / (1.0 - self.drop_path)
 
     @torch.no_grad()
     def importance_order(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,7 +125,7 @@ class MaskedStage(nn.Module):
 
 
 class ViTResNASSupernet(Supernet):
-    def __init__(self, space, patch_head: bool = False):
+    def __init__(self, space):
         super().__init__()
         self.space = space
         widths = [st.embeds[-1] for st in space.stages]
@@ -128,9 +137,16 @@ class ViTResNASSupernet(Supernet):
             blocks = {str(j): MaskedBlock(widths[s], st.heads[-1], st.head_dims[0], st.mlps[-1]) for j in range(st.slots)}
             stages.append(MaskedStage(blocks, reduce))
         self.stages = nn.ModuleList(stages)
+        # DropPath rising linearly over the blocks to the space's [train] drop_path (DeiT's rule)
+        blocks = [b for st in self.stages for b in st.blocks.values()]
+        top = float((space.train_recipe or {}).get("drop_path", 0.0))
+        for i, b in enumerate(blocks):
+            b.drop_path = top * i / max(1, len(blocks) - 1)
         self.norm = nn.LayerNorm(widths[-1])
         self.head = nn.Linear(widths[-1], space.num_classes)
-        self.patch_head = nn.Linear(widths[-1], space.num_classes) if patch_head else None
+        # always present (trained only with --patch-mixup), so every checkpoint of a space loads
+        # into the same supernet; extraction copies it only into models built with a patch head
+        self.patch_head = nn.Linear(widths[-1], space.num_classes)
         self.apply(_init)
         self.set_active(space.largest())
 
@@ -182,12 +198,12 @@ class ViTResNASSupernet(Supernet):
                           layer[:, j, None, None])
         return masked_layer_norm(x, em, self.norm)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, classes)
-        return self.head(self.features(x)[:, 0])
-
-    def forward_with_patches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, patches: bool = False):
+        """(B, 3, H, W) -> (B, classes); with ``patches`` also the patch head's (B, N - 1, classes)."""
         t = self.features(x)
-        return self.head(t[:, 0]), self.patch_head(t[:, 1:])
+        if patches:
+            return self.head(t[:, 0]), self.patch_head(t[:, 1:])
+        return self.head(t[:, 0])
 
     # ---- progressive warm-up: L1 re-sorting -----------------------------------------------------
     @torch.no_grad()

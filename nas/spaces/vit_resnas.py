@@ -135,6 +135,10 @@ class ViTResNASSpace(SearchSpace):
         doc = self._doc
         t = doc.get(doc.data, "train", "train", dict, {})
         out: dict[str, Any] = {}
+        if "drop_path" in t:
+            out["drop_path"] = float(doc.get(t, "drop_path", "train.drop_path", (int, float)))
+            if not 0 <= out["drop_path"] < 1:
+                raise doc.error("train.drop_path", f"expected a probability in [0, 1), got {out['drop_path']}")
         if "warmup_epochs" in t:
             out["warmup_epochs"] = doc.get(t, "warmup_epochs", "train.warmup_epochs", int)
             if out["warmup_epochs"] < 0:

@@ -47,6 +47,7 @@ class TrainConfig:
     max_bad_steps: int = 10  # consecutive non-finite losses before the run stops
     arch: str | None = None  # train this one network of the space, no weight sharing (a preset or arch string)
     retokenize: float | None = None  # As-ViT progressive re-tokenisation: share of steps on coarse tokens
+    patch_mixup: bool = False  # ViT-ResNAS patch-token mixup with the patch head (multi-arch sampler)
     seed: int = 0
     threads: int = 2
     # Ray Train (nas/train/distributed.py). Unlike a search's, the worker count changes the result
@@ -84,6 +85,10 @@ class TrainConfig:
             raise UserError(f"--lr must be positive, got {self.lr}")
         if self.ema is not None and not 0 < self.ema < 1:
             raise UserError(f"--ema must be a decay in (0, 1), got {self.ema}")
+        if self.patch_mixup and self.sampler != "multi-arch":
+            raise UserError("--patch-mixup trains ViT-ResNAS's patch head: it needs --sampler multi-arch")
+        if self.patch_mixup and self.teachers:
+            raise UserError("--patch-mixup mixes the images after the teachers saw them: use one or the other")
         if self.retokenize is not None and not 0 < self.retokenize < 1:
             raise UserError(f"--retokenize must be a share of the steps in (0, 1), got {self.retokenize}")
         if not 0 <= self.seed < 2**32:

@@ -269,13 +269,25 @@ class Trainer:
         batch mean, as in ViT-ResNAS. Rows get each subnet's own examples' loss."""
         cfg, k = self.cfg, len(picks)
         self.supernet.set_active_many([p.arch for p in picks])
-        with torch.autocast(self.device.type, dtype=torch.bfloat16 if self.scaler is None else torch.float16,
-                            enabled=self.use_amp):
-            logits = self.model(x).float()
-        if teacher is not None:
-            per = -(teacher * F.log_softmax(logits, -1)).sum(-1)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16 if self.scaler is None else torch.float16,
+                                  enabled=self.use_amp)
+        if cfg.patch_mixup:  # ViT-ResNAS's patch-token mixup: cls + patch-head losses
+            from nas.train import token_mix
+
+            r = self.space.resolution  # mix on the model's input grid, so regions are whole tokens
+            x = F.interpolate(x, size=r, mode="bilinear", align_corners=False) if x.shape[-1] != r else x
+            x, target, labels = token_mix.mix(x, y, self.space.sides()[-1], self.space.num_classes)
+            with autocast:
+                logits, patches = self.model(x, patches=True)  # through DDP's forward when distributed
+            logits = logits.float()
+            per = token_mix.loss(logits, patches.float(), target, labels, cfg.label_smoothing)
         else:
-            per = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, reduction="none")
+            with autocast:
+                logits = self.model(x).float()
+            if teacher is not None:
+                per = -(teacher * F.log_softmax(logits, -1)).sum(-1)
+            else:
+                per = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, reduction="none")
         loss = per.mean()
         finite = self._all_finite(loss)
         if finite:
