@@ -126,12 +126,16 @@ def test_cli_latency_prints_costs_and_encoding_and_rejects_bad_input(tmp_path):
     assert r.stderr.strip().splitlines() == ["error: network_def[1]: field heads: 9 is not one of [3, 4, 5, 6]"]
 
 
-def test_model_parameters_equal_the_analytic_count(micro, tiny, rng):
-    archs = [micro.smallest(), micro.largest()] + [micro.arch(g) for g in micro.sample(rng, 2)]
-    for space, arch in [(micro, a) for a in archs] + [(tiny, tiny.parse_arch("vit-res-tiny"))]:
+def test_model_parameters_equal_the_analytic_count(micro, tiny, small, rng):
+    import torch
+
+    archs = [(micro, a) for a in [micro.smallest(), micro.largest()] + [micro.arch(g) for g in micro.sample(rng, 2)]]
+    archs += [(tiny, tiny.parse_arch("vit-res-tiny")), (small, small.presets()["vit-resnas-medium"])]
+    for space, arch in archs:
         cost = space.cost(np.asarray([arch.genome]))
         for patch_head, key in ((False, "params"), (True, "params_with_patch_head")):
-            net = space.build(arch, patch_head=patch_head)
+            with torch.device("meta"):  # shapes only: the 224 px models need no memory or initialisation
+                net = space.build(arch, patch_head=patch_head)
             assert sum(p.numel() for p in net.parameters()) == cost[key][0]
 
 
@@ -156,7 +160,7 @@ def test_latency_blocks_sum_to_the_network(micro, tiny):
     specs = space_blocks(micro, "ceil")
     assert len(specs) == 3 + 2 * 9 + 3 * 27 + 3  # embeds, SR pairs, (embed, heads, mlp) per stage, heads
     rng = np.random.default_rng(0)
-    for arch in [micro.smallest(), micro.largest()] + [micro.arch(g) for g in micro.sample(rng, 2)]:
+    for arch in [micro.smallest(), micro.largest(), micro.arch(micro.sample(rng, 1)[0])]:
         g = np.asarray([arch.genome])
         keys = [s.key(*[micro.genes[i].choices[arch.genome[i]] for i in s.factors])
                 for s in micro.latency_slots("ceil") if s.present(g)[0]]
