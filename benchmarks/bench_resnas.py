@@ -14,7 +14,11 @@ and building masks or models are set-up and not timed):
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's nas, not an installed one
 
 
 def timed_steps(step, steps: int) -> list[float]:
