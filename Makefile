@@ -29,6 +29,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_latency.py
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_supernet.py
+	$(BIN)/python benchmarks/bench_resnas.py
 	$(BIN)/python benchmarks/bench_ray.py
 	$(BIN)/python benchmarks/bench_lut.py --space nb201
 	$(BIN)/python benchmarks/bench_lut.py --space elasticvit-tiny --max-blocks 120

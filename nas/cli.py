@@ -128,7 +128,8 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--epochs", type=float, help="epochs over the training split")
     t.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     t.add_argument("--lr", type=float, default=TrainConfig.lr, help=f"peak AdamW learning rate (default {TrainConfig.lr})")
-    t.add_argument("--subnets", type=int, help="subnets per step (default: 4; 2 for uniform)")
+    t.add_argument("--subnets", type=int, help="subnets per step (default: 4; 2 for uniform and multi-arch, "
+                                               "where they share one pass)")
     t.add_argument("--alpha-div", action=argparse.BooleanOptionalAction, default=None,
                    help="in-place distillation with alpha-divergence (default: on for complexity/elasticvit)")
     t.add_argument("--teacher", action="append", default=[], metavar="NAME:CKPT",

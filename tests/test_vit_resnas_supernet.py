@@ -211,3 +211,17 @@ def test_drop_path_from_the_space_rises_over_the_blocks(tmp_path):
         assert not torch.allclose(net.train()(x), net(x))  # stochastic depth while training
         assert torch.equal(net.eval()(x), net(x))
     assert get_space("vit-resnas-tiny").train_recipe["drop_path"] == 0.2  # the original's --drop-path
+
+
+def test_multi_arch_needs_a_masked_supernet_and_mixup_needs_multi_arch(tmp_path):
+    from conftest import nas_cli
+
+    r = nas_cli("train", "--space", "elasticvit-tiny", "--data", "fashion-mnist", "--sampler", "multi-arch",
+                "--steps", "1", "--out", str(tmp_path / "a"))
+    if "not installed" in r.stderr or "does not exist" in r.stderr:
+        pytest.skip("Fashion-MNIST not installed")
+    assert r.returncode == 2 and "needs a masked supernet (the vit-resnas family)" in r.stderr
+    r = nas_cli("train", "--space", "vit-resnas-micro", "--data", "fashion-mnist", "--patch-mixup", "--steps", "1",
+                "--out", str(tmp_path / "b"))
+    assert r.returncode == 2 and "--patch-mixup trains ViT-ResNAS's patch head: it needs --sampler multi-arch" in r.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing half-written

@@ -507,7 +507,9 @@ class ViTResNASSpace(SearchSpace):
         return out
 
     def _reference(self, spec: Any, name: str) -> Arch:
-        # validated like any network_def, but without the reference-only check (it defines them)
+        # Validated like any network_def, except for the reference-only head_dim check, which is
+        # defined by these very networks: ``canonical`` skips ``violations`` while the flag is set
+        # (violations() itself asks for the references, so the check cannot run here).
         self._building_ref = True
         try:
             arch = self.from_network_def(spec, what=f"references.{name}")

@@ -69,6 +69,11 @@ class Trainer:
         if supernet is None:
             raise UserError(f"space {self.space.name!r} has no supernet to train; train one of its networks "
                             f"with --arch (a preset or an architecture string)")
+        if cfg.patch_mixup and self.fixed is not None:
+            raise UserError("--patch-mixup is part of multi-architecture supernet training; it does not apply to --arch")
+        if cfg.sampler == "multi-arch" and self.fixed is None and not hasattr(supernet, "set_active_many"):
+            raise UserError(f"--sampler multi-arch runs several subnets in one pass, which needs a masked supernet "
+                            f"(the vit-resnas family); space {self.space.name!r} has a slicing one")
         self.coarse_steps = 0
         if cfg.retokenize is not None:
             if not hasattr(supernet, "set_coarse_tokens"):
