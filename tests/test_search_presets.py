@@ -85,3 +85,16 @@ def test_top_k_mutation_rate_and_crossover_mix_two_parents():
 def test_preset_errors_are_one_line(args, message):
     r = nas_cli("search", "--space", "vit-resnas-micro", "--objectives", "max:params", "--no-progress", *args)
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_cut_preset_search_resumes_into_the_uninterrupted_result(tmp_path):
+    kw = dict(space="vit-resnas-micro", devices=(), strategy="evolution", preset="resnas", objectives="max:params",
+              population=60, budget=60 + 3 * 150)
+    full = run_search(tmp_path / "full", **kw)
+    cut = run_search(tmp_path / "cut", **kw)
+    log = cut / "evals.jsonl"
+    log.write_text("".join(log.read_text().splitlines(keepends=True)[:137]))  # inside the first offspring batch
+    res = nas_cli("resume", str(cut), "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert [r["id"] for r in evals(cut)] == [r["id"] for r in evals(full)]
+    assert (cut / "pareto.csv").read_bytes() == (full / "pareto.csv").read_bytes()
