@@ -73,6 +73,14 @@ def test_deleted_and_exists_zero_forms_are_the_same_network(tiny):
     assert tiny.parse_arch(json.loads(tiny.decode(arch)["encoding"])) == arch
 
 
+def test_network_def_in_the_original_scripts_tuple_syntax(tiny):
+    nd = DATA["networks"]["ViT-ResNAS-Tiny"]["network_def"]
+    text = str(json.loads(json.dumps(nd), object_hook=None)).replace("[", "(").replace("]", ")")
+    assert tiny.parse_arch(text) == tiny.presets()["vit-resnas-tiny"]
+    with pytest.raises(UserError, match="network_def: not a Python tuple literal"):
+        tiny.parse_arch("((4, 176), (1,")
+
+
 def test_samples_are_canonical_and_follow_the_skip_rule(micro, rng):
     g = micro.sample(rng, 500)
     assert micro.violations(g) == [] and np.array_equal(micro.canonicalize(g), g)

@@ -471,6 +471,14 @@ class ViTResNASSpace(SearchSpace):
             raise UserError(f"{what}: {e}") from None
 
     def parse_arch(self, spec: Any) -> Arch:
+        if isinstance(spec, str) and spec.lstrip().startswith("("):  # as the original's --network-def writes it
+            import ast
+
+            try:
+                spec = ast.literal_eval(spec.strip())
+            except (ValueError, SyntaxError) as e:
+                raise UserError(f"network_def: not a Python tuple literal ({e.__class__.__name__}: {e})") from None
+            spec = json.loads(json.dumps(spec))  # tuples -> lists
         if isinstance(spec, (list, tuple)):
             return self.from_network_def(spec)
         if isinstance(spec, str) and spec in self._ref_specs:
