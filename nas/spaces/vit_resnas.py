@@ -85,6 +85,8 @@ class ViTResNASSpace(SearchSpace):
             pattern = doc.get(st, "blocks", f"{f}.blocks", str)
             if not pattern or set(pattern) - {"B", "S"} or pattern[0] != "B":
                 raise doc.error(f"{f}.blocks", f"expected a string of B (block) and S (skippable block) starting with B, got {pattern!r}")
+            if doc.get(st, "head_dim", f"{f}.head_dim", int) <= 0:
+                raise doc.error(f"{f}.head_dim", "expected a positive head dimension")
             stages.append(Stage(
                 embeds=_ascending(doc, st, "embed", f"{f}.embed"),
                 head_dims=(doc.get(st, "head_dim", f"{f}.head_dim", int),),
@@ -113,7 +115,6 @@ class ViTResNASSpace(SearchSpace):
                            sort_keys=True)
         self.fingerprint = hashlib.blake2b(canon.encode(), digest_size=8).hexdigest()
         self._preset_specs = doc.get(d, "presets", "presets", dict, {})
-        self._doc = doc
 
     def _head_dims_of(self, spec: Any, name: str, n_stages: int) -> dict[int, int]:
         """Stage index -> head_dim of a reference network_def (read before the genes exist; the
