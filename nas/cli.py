@@ -682,6 +682,8 @@ def cmd_spaces(a: argparse.Namespace) -> str:
                    f"{d['search_vars']} search vars  {d['description']}")
         if d["presets"]:
             out.append(f"{'':16s} presets: {', '.join(d['presets'])}")
+        if d.get("references"):  # fixed networks outside the searched choices (vit-resnas)
+            out.append(f"{'':16s} reference networks: {', '.join(d['references'])}")
     return "\n".join(out)
 
 
