@@ -20,6 +20,7 @@ EXAMPLES = {
   nas search --space elasticvit --device pixel6 --objectives latency,max:params --max-latency 20 --budget 100000
   nas search --space my_space.toml --device ./my_tables/ --strategy optuna-tpe --seed 3 --json
   nas search --space elasticvit-tiny --supernet runs/<train run>/ --objectives accuracy,macs --budget 100
+  nas search --space vit-resnas-micro --supernet runs/<train run>/ --strategy evolution --preset resnas --max-macs 7
   nas search --space elasticvit --device pixel6 --ray --budget 2000                # a local Ray instance
   nas search --space elasticvit --device pixel6 --ray auto --workers 16 --threads 2 # the cluster on this node
   ray job submit -- nas search --space elasticvit --device pixel6 --ray --out /shared/runs/r1  # on the cluster""",
@@ -29,6 +30,7 @@ EXAMPLES = {
   nas train --space elasticvit-tiny --data cifar10:/data/cifar-10-batches-py --sampler sandwich --ema 0.999 --epochs 5
   nas train --resume runs/20261124-train-elasticvit-tiny-fashion-mnist-1a2b3c
   nas train --space asvit-tiny --arch seed --data fashion-mnist --steps 300 --retokenize 0.5   # one As-ViT network
+  nas train --space vit-resnas-micro --data fashion-mnist --sampler multi-arch --subnets 4 --batch-size 64 --steps 300
   nas train --space elasticvit-tiny --data fashion-mnist --steps 600 --ray --workers 2 --threads 1   # Ray Train, 2 ranks
   nas train --space elasticvit --data imagefolder:/shared/in100 --epochs 20 --ray auto --workers 8 --gpus-per-worker 1""",
     "tune": """examples:
