@@ -43,6 +43,13 @@ class Constraint:
     def sign(self) -> float:  # violation = sign * (value - bound), feasible where <= 0
         return 1.0 if self.op == "<=" else -1.0
 
+    @property
+    def upper(self) -> float:
+        """The bound of an upper-bound constraint (the name callers used before lower bounds)."""
+        if self.op != "<=":
+            raise AttributeError(f"constraint {self} is a lower bound; use .bound and .violation()")
+        return self.bound
+
     def violation(self, values: np.ndarray) -> np.ndarray:
         return self.sign * (np.asarray(values, dtype=float) - self.bound)
 

@@ -17,7 +17,9 @@ def test_lower_bound_constraint_sign():
     lo, hi = Constraint("macs_m", 10.0, "--min-macs", ">="), Constraint("macs_m", 10.0, "--max-macs")
     v = np.array([8.0, 10.0, 12.0])
     assert list(lo.violation(v)) == [2.0, 0.0, -2.0] and list(hi.violation(v)) == [-2.0, 0.0, 2.0]
-    assert str(lo) == "macs_m >= 10"
+    assert str(lo) == "macs_m >= 10" and hi.upper == 10.0
+    with pytest.raises(AttributeError):
+        lo.upper  # a lower bound has no upper bound to misread
     with pytest.raises(ValueError):
         Constraint("macs_m", 1.0, "x", "<")
 
