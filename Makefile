@@ -31,6 +31,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_deepmad.py
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_supernet.py
+	$(BIN)/python benchmarks/bench_resnas.py
 	$(BIN)/python benchmarks/bench_ray.py
 	$(BIN)/python benchmarks/bench_lut.py --space nb201
 	$(BIN)/python benchmarks/bench_lut.py --space elasticvit-tiny --max-blocks 120

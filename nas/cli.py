@@ -20,6 +20,7 @@ EXAMPLES = {
   nas search --space elasticvit --device pixel6 --objectives latency,max:params --max-latency 20 --budget 100000
   nas search --space my_space.toml --device ./my_tables/ --strategy optuna-tpe --seed 3 --json
   nas search --space elasticvit-tiny --supernet runs/<train run>/ --objectives accuracy,macs --budget 100
+  nas search --space vit-resnas-micro --supernet runs/<train run>/ --strategy evolution --preset resnas --max-macs 7
   nas search --space elasticvit --device pixel6 --ray --budget 2000                # a local Ray instance
   nas search --space elasticvit --device pixel6 --ray auto --workers 16 --threads 2 # the cluster on this node
   ray job submit -- nas search --space elasticvit --device pixel6 --ray --out /shared/runs/r1  # on the cluster""",
@@ -29,6 +30,7 @@ EXAMPLES = {
   nas train --space elasticvit-tiny --data cifar10:/data/cifar-10-batches-py --sampler sandwich --ema 0.999 --epochs 5
   nas train --resume runs/20261124-train-elasticvit-tiny-fashion-mnist-1a2b3c
   nas train --space asvit-tiny --arch seed --data fashion-mnist --steps 300 --retokenize 0.5   # one As-ViT network
+  nas train --space vit-resnas-micro --data fashion-mnist --sampler multi-arch --subnets 4 --batch-size 64 --steps 300
   nas train --space elasticvit-tiny --data fashion-mnist --steps 600 --ray --workers 2 --threads 1   # Ray Train, 2 ranks
   nas train --space elasticvit --data imagefolder:/shared/in100 --epochs 20 --ray auto --workers 8 --gpus-per-worker 1""",
     "tune": """examples:
@@ -109,11 +111,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--budget", type=int, default=None,
                    help=f"architectures to evaluate (default {SearchConfig.budget}: minutes on 2 cores with naswot); "
                         "with --strategy asvit, REINFORCE steps (default: the space's reinforce_steps)")
-    s.add_argument("--population", type=int, default=SearchConfig.population,
-                   help=f"population / batch size (default {SearchConfig.population})")
+    s.add_argument("--population", type=int, default=None,
+                   help=f"population / batch size (default {SearchConfig.population}; a --preset's initial population)")
+    s.add_argument("--preset", help="a published configuration of the strategy: resnas (ViT-ResNAS's evolution: 500 + 19 x "
+                                    "150 evaluations, MACs in [0.975 C, C] for C = --max-macs) or elasticvit (ElasticViT's; "
+                                    "MACs in [T, T + 20] for T = --min-macs); see docs/cli.md")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--max-latency", type=float, metavar="MS", help="constraint: latency on every device <= MS")
     s.add_argument("--max-macs", type=float, metavar="M", help="constraint: MACs <= M millions")
+    s.add_argument("--min-macs", type=float, metavar="M", help="constraint: MACs >= M millions")
     s.add_argument("--max-params", type=float, metavar="M", help="constraint: parameters <= M millions")
     s.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                    help="torch threads for proxy evaluation (recorded: scores depend on it)")
@@ -131,9 +137,11 @@ def _parser() -> argparse.ArgumentParser:
     t = cmd("train", "train a weight-sharing supernet on real data")
     t.add_argument("--space", help="space name or TOML path (its family must have a supernet)")
     t.add_argument("--data", help="fashion-mnist[:DIR], cifar10:DIR, cifar100:DIR or imagefolder:DIR[:SIZE]")
-    t.add_argument("--sampler", default=TrainConfig.sampler, help="uniform, sandwich (default), complexity, elasticvit")
+    t.add_argument("--sampler", default=TrainConfig.sampler, help="uniform, sandwich (default), complexity, elasticvit, multi-arch (ViT-ResNAS: --subnets per pass)")
     t.add_argument("--arch", help="train this one network of the space, no supernet: a preset, an architecture string, "
                                   "JSON, or a JSON file (e.g. a `nas design` structure.json)")
+    t.add_argument("--patch-mixup", action="store_true",
+                   help="ViT-ResNAS patch-token mixup: a patch head learns each token's label (with --sampler multi-arch)")
     t.add_argument("--retokenize", type=float, metavar="SHARE",
                    help="As-ViT progressive re-tokenisation: the first SHARE of the steps on coarse tokens (with --arch)")
     n = t.add_mutually_exclusive_group()
@@ -141,7 +149,8 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--epochs", type=float, help="epochs over the training split")
     t.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     t.add_argument("--lr", type=float, default=TrainConfig.lr, help=f"peak AdamW learning rate (default {TrainConfig.lr})")
-    t.add_argument("--subnets", type=int, help="subnets per step (default: 4; 2 for uniform)")
+    t.add_argument("--subnets", type=int, help="subnets per step (default: 4; 2 for uniform and multi-arch, "
+                                               "where they share one pass)")
     t.add_argument("--alpha-div", action=argparse.BooleanOptionalAction, default=None,
                    help="in-place distillation with alpha-divergence (default: on for complexity/elasticvit)")
     t.add_argument("--teacher", action="append", default=[], metavar="NAME:CKPT",
@@ -382,11 +391,15 @@ def cmd_search(a: argparse.Namespace) -> str | None:
     if any(v is not None for v in (a.mu, a.data, a.steps, a.teacher, a.beta_ratio)):
         raise UserError("--mu, --data, --steps, --teacher and --beta-ratio are for --strategy mpcvit")
     devices = _devices(a.device)
+    from nas.search.presets import preset_defaults
+
+    defaults = preset_defaults(a.preset) if a.preset else {"budget": SearchConfig.budget, "population": SearchConfig.population}
     cfg = SearchConfig(space=a.space, devices=devices,
                        objectives=a.objectives or default_objectives(a.supernet is not None, bool(devices)),
-                       strategy=a.strategy, budget=a.budget if a.budget is not None else SearchConfig.budget,
-                       population=a.population, seed=a.seed,
+                       strategy=a.strategy, budget=a.budget if a.budget is not None else defaults["budget"],
+                       population=a.population if a.population is not None else defaults["population"], seed=a.seed,
                        max_latency=a.max_latency, max_macs=a.max_macs, max_params=a.max_params, threads=a.threads,
+                       min_macs=a.min_macs, preset=a.preset,
                        supernet=a.supernet, ray=a.ray, workers=a.workers, gpus_per_worker=a.gpus_per_worker)
     session = prepare(cfg)  # every input check happens before anything is written
     runner = _start_runner(session)  # so is joining a Ray cluster
@@ -536,7 +549,7 @@ def cmd_train(a: argparse.Namespace) -> str | None:
                           teachers=tuple(a.teacher), ema=a.ema, agc=a.agc, accumulate=a.accumulate, heldout=a.heldout,
                           eval_every=a.eval_every, checkpoint_every=a.checkpoint_every, max_bad_steps=a.max_bad_steps,
                           seed=a.seed, threads=a.threads, ray=a.ray, workers=a.workers, gpus_per_worker=a.gpus_per_worker,
-                          arch=_self_contained(a.arch), retokenize=a.retokenize)
+                          arch=_self_contained(a.arch), retokenize=a.retokenize, patch_mixup=a.patch_mixup)
         if cfg.ray is not None and world > 1:
             raise UserError("--ray starts its own training workers: run it without torchrun")
         trainer = Trainer(cfg, Path("."), progress=not a.no_progress)  # checks everything before writing
@@ -690,6 +703,7 @@ def cmd_latency(a: argparse.Namespace) -> str:
         "arch_id": arch.id,
         "macs_m": float(cost["macs"][0]) / 1e6,
         "params_m": float(cost["params"][0]) / 1e6,
+        **{f"{k.replace('params', 'params_m', 1)}": float(v[0]) / 1e6 for k, v in cost.items() if k.startswith("params_")},
         "latency_ms": latency,
         "table_version": {t.device: t.version for t in tables},
         "decoded": space.decode(arch),
@@ -801,6 +815,8 @@ def cmd_spaces(a: argparse.Namespace) -> str:
                    f"{d['search_vars']} search vars  {d['description']}")
         if d["presets"]:
             out.append(f"{'':16s} presets: {', '.join(d['presets'])}")
+        if d.get("references"):  # fixed networks outside the searched choices (vit-resnas)
+            out.append(f"{'':16s} reference networks: {', '.join(d['references'])}")
     return "\n".join(out)
 
 

@@ -36,6 +36,8 @@ class SearchConfig:
     max_latency: float | None = None  # ms, every device
     max_macs: float | None = None  # millions
     max_params: float | None = None  # millions
+    min_macs: float | None = None  # millions: a lower bound (ViT-ResNAS searches MACs in [0.975 C, C])
+    preset: str | None = None  # a named strategy configuration (nas/search/presets.py), e.g. "resnas"
     threads: int = 2  # torch threads for proxy evaluation; fixed so scores are reproducible
     supernet: str | None = None  # a `nas train` checkpoint: accuracy comes from it
     # where expensive metrics run; none of these changes the result, so a resume may change them
@@ -55,9 +57,12 @@ class SearchConfig:
         if self.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.threads}")
         check_ray_flags(self.ray, self.workers, self.gpus_per_worker)
-        for flag, v in (("--max-latency", self.max_latency), ("--max-macs", self.max_macs), ("--max-params", self.max_params)):
+        for flag, v in (("--max-latency", self.max_latency), ("--max-macs", self.max_macs), ("--max-params", self.max_params),
+                        ("--min-macs", self.min_macs)):
             if v is not None and not v > 0:
                 raise UserError(f"{flag} must be positive, got {v}")
+        if self.min_macs is not None and self.max_macs is not None and self.min_macs > self.max_macs:
+            raise UserError(f"--min-macs {self.min_macs:g} exceeds --max-macs {self.max_macs:g}: no architecture can satisfy both")
         return self
 
     def to_toml(self) -> str:

@@ -31,11 +31,30 @@ class Objective:
 @dataclass(frozen=True)
 class Constraint:
     column: str
-    upper: float
+    bound: float
     flag: str  # the CLI flag that set it, for messages
+    op: str = "<="  # "<=": an upper bound; ">=": a lower bound
+
+    def __post_init__(self):
+        if self.op not in ("<=", ">="):
+            raise ValueError(f"constraint operator must be '<=' or '>=', got {self.op!r}")
+
+    @property
+    def sign(self) -> float:  # violation = sign * (value - bound), feasible where <= 0
+        return 1.0 if self.op == "<=" else -1.0
+
+    @property
+    def upper(self) -> float:
+        """The bound of an upper-bound constraint (the name callers used before lower bounds)."""
+        if self.op != "<=":
+            raise AttributeError(f"constraint {self} is a lower bound; use .bound and .violation()")
+        return self.bound
+
+    def violation(self, values: np.ndarray) -> np.ndarray:
+        return self.sign * (np.asarray(values, dtype=float) - self.bound)
 
     def __str__(self) -> str:
-        return f"{self.column} <= {self.upper:g}"
+        return f"{self.column} {self.op} {self.bound:g}"
 
 
 def latency_column(device: str) -> str:

@@ -147,11 +147,12 @@ class RunLog:
         return self._values[rows][:, cols] * np.array([o.sign for o in self.objectives])
 
     def violations(self, rows: np.ndarray) -> np.ndarray:
-        """Constraint values (n, n_constraints): value - upper bound, feasible where <= 0."""
+        """Constraint values (n, n_constraints): how far past its bound (upper or lower), feasible where <= 0."""
         if not self.constraints:
             return np.zeros((len(rows), 0))
         cols = [self.col[c.column] for c in self.constraints]
-        return self._values[rows][:, cols] - np.array([c.upper for c in self.constraints])
+        signs = np.array([c.sign for c in self.constraints])
+        return signs * (self._values[rows][:, cols] - np.array([c.bound for c in self.constraints]))
 
     def feasible(self, rows: np.ndarray) -> np.ndarray:
         ok = self._status[rows] == OK

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from nas.nets import elasticvit as ev
 from nas.nets import nb201
+from nas.nets import vit_resnas as vr
 from nas.spaces.base import BlockSpec
 
 
@@ -31,6 +32,18 @@ class ElasticViTHead(nn.Module):
         x = self.pre_head(x.flatten(2).transpose(1, 2))
         x = F.hardswish(self.pre_head_norm(x.transpose(1, 2))).mean(-1)
         return self.classifier(F.hardswish(self.head(x)))
+
+
+class ViTResHead(nn.Module):
+    """ViTResNet's final LayerNorm and classifier on the cls token of (B, N, E) tokens."""
+
+    def __init__(self, e: int, classes: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(e)
+        self.head = nn.Linear(e, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(x)[:, 0])
 
 
 class NB201Edge(nn.Module):
@@ -65,6 +78,11 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "attention": lambda cin, side, heads, v_scale, head_dim: ev.Attention(cin, heads, v_scale, side, head_dim),
     "ffn": lambda cin, ratio: ev.FFN(cin, ratio),
     "elasticvit_head": lambda cin, mul, width, classes: ElasticViTHead(cin, mul, width, classes),
+    # ViT-ResNAS family (nas/nets/vit_resnas.py)
+    "resnas_embed": lambda cin, side, stem, patch, cout: vr.PatchConvEmbed(stem, cout, patch, side // patch),
+    "resnas_block": lambda cin, heads, head_dim, mlp: vr.Block(cin, heads, head_dim, mlp),
+    "resnas_sr": lambda cin, side, cout: vr.SpatialReduction(cin, cout, side),
+    "resnas_head": lambda cin, classes: ViTResHead(cin, classes),
     # NAS-Bench-201 (nas/nets/nb201.py)
     "nb201_stem": lambda cin, cout: nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout)),
     "nb201_edge": lambda cin, op: NB201Edge(op, cin),

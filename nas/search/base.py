@@ -28,6 +28,9 @@ class Problem:
     # whether it was already evaluated earlier in this run; searchers use them to propose new ones.
     identify: Callable[[np.ndarray], list[str]] | None = None
     is_known: Callable[[list[str]], np.ndarray] | None = None
+    # Bool mask: rows that meet every constraint, from the cheap (vectorised) metrics; lets a
+    # searcher redraw out-of-range candidates instead of spending evaluations on them.
+    feasible: Callable[[np.ndarray], np.ndarray] | None = None
 
     def fresh(self, x: np.ndarray) -> np.ndarray:
         """Bool mask: rows that denote an architecture neither known nor earlier in ``x``."""
@@ -67,11 +70,15 @@ def strategy_names() -> list[str]:
     return sorted(set(BUILTIN) | set(STRATEGIES.names()))
 
 
-def make_searcher(name: str, problem: Problem, *, seed: int, population: int) -> Searcher:
+def make_searcher(name: str, problem: Problem, *, seed: int, population: int, preset: str | None = None) -> Searcher:
     if name not in STRATEGIES:
         if name not in BUILTIN:
             raise did_you_mean(name, strategy_names(), "strategy")
         importlib.import_module(BUILTIN[name])
+    if preset is not None:  # a named configuration of the strategy (nas/search/presets.py)
+        from nas.search.presets import preset_options
+
+        return STRATEGIES.get(name)(problem, seed=seed, population=population, **preset_options(preset, name))
     return STRATEGIES.get(name)(problem, seed=seed, population=population)
 
 

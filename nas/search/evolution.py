@@ -1,4 +1,6 @@
-"""Regularized (aging) evolution, Real et al., AAAI 2019, for several objectives.
+"""Evolution: regularized (aging) evolution by default, top-k history evolution with a preset.
+
+Regularized (aging) evolution, Real et al., AAAI 2019, for several objectives.
 
 The population is a queue of the P most recent individuals. Each child comes from a tournament:
 draw S individuals, take the best, mutate it (every variable is redrawn with probability
@@ -6,6 +8,11 @@ draw S individuals, take the best, mutate it (every variable is redrawn with pro
 objectives "best" is the lowest constraint-domination rank inside the tournament sample, ties
 broken at random. Children are produced ``batch`` at a time (from the same population) so
 evaluations can run in parallel.
+
+Top-k evolution (``TopKEvolution``; ViT-ResNAS's and ElasticViT's searches, see presets.py): an
+initial random population, then per iteration mutations and crossovers of parents drawn from the
+best ``parents`` of *everything evaluated so far*. Candidates that break a constraint (checked on
+the cheap metrics) or repeat an evaluated architecture are redrawn, not evaluated.
 """
 from __future__ import annotations
 
@@ -17,6 +24,13 @@ from nas.search.base import STRATEGIES, Problem, constrained_rank
 
 
 @STRATEGIES.register("evolution")
+def evolution(problem: Problem, *, seed: int, population: int, **options):
+    """Regularized evolution; with a preset's options (``parents`` etc.), top-k evolution."""
+    if "parents" in options:
+        return TopKEvolution(problem, seed=seed, population=population, **options)
+    return RegularizedEvolution(problem, seed=seed, population=population, **options)
+
+
 class RegularizedEvolution:
     def __init__(self, problem: Problem, *, seed: int, population: int, sample_size: int | None = None,
                  mutation_prob: float = 0.2, batch: int | None = None):
@@ -61,3 +75,86 @@ class RegularizedEvolution:
     def tell(self, x: np.ndarray, f: np.ndarray, g: np.ndarray) -> None:
         for row in zip(x, f, g):
             self.pop.append(row)
+
+
+class TopKEvolution:
+    DRAWS = 200  # rounds of candidate batches before an ask returns short (the space is exhausted)
+
+    def __init__(self, problem: Problem, *, seed: int, population: int, parents: int, mutations: int,
+                 crossovers: int, mutation_prob: float, depth_mutation_prob: float | None = None,
+                 random_redraw: float = 1.0, crossover: str = "uniform"):
+        self.problem, self.rng = problem, np.random.default_rng(seed)
+        self.population, self.parents, self.mutations, self.crossovers = population, parents, mutations, crossovers
+        names = problem.names
+        self.prob = np.full(len(names), mutation_prob)
+        if depth_mutation_prob is not None:  # ElasticViT re-samples depths more often
+            self.prob[[i for i, n in enumerate(names) if n.endswith(".depth")]] = depth_mutation_prob
+        self.prob[problem.sizes <= 1] = 0.0
+        self.random_redraw = random_redraw
+        if crossover not in ("uniform", "grouped"):
+            raise ValueError(f"crossover must be 'uniform' or 'grouped', got {crossover!r}")
+        self.crossover = crossover
+        # grouped crossover: one parent per kind of variable ("width", "depth", "mlp", ...)
+        kinds = [n.rsplit(".", 1)[-1] for n in names]
+        self.groups = np.unique(kinds, return_inverse=True)[1]
+        self.xs: list[np.ndarray] = []
+        self.fs: list[np.ndarray] = []
+        self.gs: list[np.ndarray] = []
+
+    def ask(self) -> np.ndarray:
+        if not self.xs:
+            return self._fill(self.population, lambda n: self.problem.sample(self.rng, n))
+        top = self._top()
+        muts = self._fill(self.mutations, lambda n: self._mutate(top[self.rng.integers(len(top), size=n)]))
+        cross = self._fill(self.crossovers, lambda n: self._cross(top), known=muts) if len(top) > 1 else muts[:0]
+        return np.concatenate([muts, cross])
+
+    def _top(self) -> np.ndarray:
+        x, f, g = np.concatenate(self.xs), np.concatenate(self.fs), np.concatenate(self.gs)
+        rank = constrained_rank(f, g)
+        order = np.lexsort((f[:, 0], rank))  # feasible first, then by rank, then the first objective
+        return x[order[: self.parents]]
+
+    def _mutate(self, parents: np.ndarray) -> np.ndarray:
+        """Each variable is redrawn with its probability: uniformly (or, with ``random_redraw`` < 1,
+        uniformly with that probability and otherwise its smallest choice)."""
+        hit = self.rng.random(parents.shape) < self.prob
+        new = (self.rng.random(parents.shape) * self.problem.sizes).astype(parents.dtype)
+        if self.random_redraw < 1.0:
+            new = np.where(self.rng.random(parents.shape) < self.random_redraw, new, 0)
+        return np.where(hit, new, parents)
+
+    def _cross(self, top: np.ndarray) -> np.ndarray:
+        n = max(4 * self.crossovers, 64)
+        a = self.rng.integers(len(top), size=n)
+        b = (a + 1 + self.rng.integers(len(top) - 1, size=n)) % len(top)  # a distinct second parent
+        if self.crossover == "uniform":
+            take_a = self.rng.random((n, top.shape[1])) < 0.5
+        else:
+            take_a = (self.rng.random((n, self.groups.max() + 1)) < 0.5)[:, self.groups]
+        return np.where(take_a, top[a], top[b])
+
+    def _fill(self, n: int, draw, known: np.ndarray | None = None) -> np.ndarray:
+        """Up to n new candidates that meet the constraints, none repeating an evaluated one,
+        ``known`` or each other."""
+        width = self.problem.n_var
+        out = np.empty((0, width), dtype=np.int64) if known is None else known[:0]
+        before = known if known is not None else np.empty((0, width), dtype=out.dtype)
+        for _ in range(self.DRAWS):
+            if len(out) >= n:
+                break
+            cand = np.asarray(draw(max(4 * (n - len(out)), 64)))
+            if self.problem.feasible is not None:
+                cand = cand[self.problem.feasible(cand)]
+            if not len(cand):
+                continue
+            pool = np.concatenate([before, out.astype(cand.dtype), cand])
+            fresh = self.problem.fresh(pool)[len(before) + len(out):]
+            out = np.concatenate([out.astype(cand.dtype), cand[fresh]])
+        return out[:n]
+
+    def tell(self, x: np.ndarray, f: np.ndarray, g: np.ndarray) -> None:
+        if len(x):
+            self.xs.append(np.asarray(x))
+            self.fs.append(np.asarray(f, dtype=float))
+            self.gs.append(np.asarray(g, dtype=float).reshape(len(x), -1))

@@ -71,10 +71,11 @@ class Session:
 
 
 def prepare(cfg: SearchConfig) -> Session:
-    cfg.validate()
     from nas.proxies import proxy_names
+    from nas.search.presets import apply_preset
 
     space = get_space(cfg.space)
+    cfg = apply_preset(cfg, space).validate()
     if len(set(cfg.devices)) != len(cfg.devices):
         raise UserError(f"--device lists a device twice: {','.join(cfg.devices)}")
     tables = [load_table(d, space) for d in cfg.devices]
@@ -91,6 +92,8 @@ def prepare(cfg: SearchConfig) -> Session:
         constraints += [Constraint(latency_column(d), cfg.max_latency, "--max-latency") for d in devices]
     if cfg.max_macs is not None:
         constraints.append(Constraint("macs_m", cfg.max_macs, "--max-macs"))
+    if cfg.min_macs is not None:
+        constraints.append(Constraint("macs_m", cfg.min_macs, "--min-macs", ">="))
     if cfg.max_params is not None:
         constraints.append(Constraint("params_m", cfg.max_params, "--max-params"))
     scorer = None
@@ -102,9 +105,15 @@ def prepare(cfg: SearchConfig) -> Session:
         scorer = scorers[0] if len(scorers) == 1 else ProxyScorers(scorers)
     evaluator = Evaluator(space, tables, scorer)
     history = History(space)
+
+    def feasible(x: np.ndarray) -> np.ndarray:
+        cheap = evaluator.cheap(space.to_genomes(x))
+        return np.all([c.violation(cheap[c.column]) <= 0 for c in constraints], axis=0) if constraints else \
+            np.ones(len(x), dtype=bool)
+
     problem = Problem(tuple(v.name for v in space.vars), space.var_sizes, len(objectives), len(constraints),
-                      space.sample_vectors, identify=history.identify, is_known=history.is_known)
-    searcher = make_searcher(cfg.strategy, problem, seed=cfg.seed, population=cfg.population)
+                      space.sample_vectors, identify=history.identify, is_known=history.is_known, feasible=feasible)
+    searcher = make_searcher(cfg.strategy, problem, seed=cfg.seed, population=cfg.population, preset=cfg.preset)
     fingerprints = {"space": space.fingerprint, **{f"table.{t.device}": t.version for t in tables}}
     if isinstance(scorer, SupernetScorer):
         fingerprints["supernet"] = scorer.fingerprint
@@ -248,7 +257,7 @@ def _evaluate(session: Session, runner, log: RunLog, genomes: np.ndarray, ids: l
         return
     viol = np.zeros(len(todo), dtype=bool)
     for c in session.constraints:
-        viol |= values[:, log.col[c.column]] > c.upper
+        viol |= c.violation(values[:, log.col[c.column]]) > 0
 
     def log_one(i: int, status: int, error: str | None, seconds: float) -> None:
         log.append([batch_ids[i]], g[i:i + 1], values[i:i + 1], np.array([status], dtype=np.int8), [error], [seconds])

@@ -47,11 +47,18 @@ def _mpcvit(doc: TomlDoc) -> SearchSpace:
     return MpcViTSpace(doc)
 
 
+def _vit_resnas(doc: TomlDoc) -> SearchSpace:
+    from nas.spaces.vit_resnas import ViTResNASSpace
+
+    return ViTResNASSpace(doc)
+
+
 FAMILIES.register("elasticvit")(_elasticvit)
 FAMILIES.register("asvit")(_asvit)
 FAMILIES.register("nb201")(_nb201)
 FAMILIES.register("deepmad")(_deepmad)
 FAMILIES.register("mpcvit")(_mpcvit)
+FAMILIES.register("vit-resnas")(_vit_resnas)
 
 
 def space_files() -> dict[str, Path]:

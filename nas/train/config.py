@@ -13,7 +13,9 @@ SAMPLER_DEFAULTS = {  # what each sampler distils by default
     "sandwich": dict(subnets=4, alpha_div=False),
     "complexity": dict(subnets=4, alpha_div=True),
     "elasticvit": dict(subnets=4, alpha_div=True),
+    "multi-arch": dict(subnets=2, alpha_div=False),  # ViT-ResNAS: 2 subnets per pass (128 / 64 per GPU)
 }
+ONE_SUBNET_OK = ("uniform", "multi-arch")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class TrainConfig:
     max_bad_steps: int = 10  # consecutive non-finite losses before the run stops
     arch: str | None = None  # train this one network of the space, no weight sharing (a preset or arch string)
     retokenize: float | None = None  # As-ViT progressive re-tokenisation: share of steps on coarse tokens
+    patch_mixup: bool = False  # ViT-ResNAS patch-token mixup with the patch head (multi-arch sampler)
     seed: int = 0
     threads: int = 2
     # Ray Train (nas/train/distributed.py). Unlike a search's, the worker count changes the result
@@ -70,8 +73,11 @@ class TrainConfig:
             from nas.registry import did_you_mean
 
             raise did_you_mean(self.sampler, SAMPLER_DEFAULTS, "sampler")
-        if self.subnets is not None and self.subnets < (2 if self.sampler != "uniform" else 1):
-            raise UserError(f"--subnets must be at least {2 if self.sampler != 'uniform' else 1} for {self.sampler}")
+        least = 1 if self.sampler in ONE_SUBNET_OK else 2
+        if self.subnets is not None and self.subnets < least:
+            raise UserError(f"--subnets must be at least {least} for {self.sampler}")
+        if self.sampler == "multi-arch" and self.subnets is not None and self.subnets > self.batch_size:
+            raise UserError(f"--subnets {self.subnets} exceeds --batch-size {self.batch_size}: every subnet needs examples")
         for name in ("batch_size", "accumulate", "bn_batches", "checkpoint_every", "max_bad_steps", "threads"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -79,6 +85,10 @@ class TrainConfig:
             raise UserError(f"--lr must be positive, got {self.lr}")
         if self.ema is not None and not 0 < self.ema < 1:
             raise UserError(f"--ema must be a decay in (0, 1), got {self.ema}")
+        if self.patch_mixup and self.sampler != "multi-arch":
+            raise UserError("--patch-mixup trains ViT-ResNAS's patch head: it needs --sampler multi-arch")
+        if self.patch_mixup and self.teachers:
+            raise UserError("--patch-mixup mixes the images after the teachers saw them: use one or the other")
         if self.retokenize is not None and not 0 < self.retokenize < 1:
             raise UserError(f"--retokenize must be a share of the steps in (0, 1), got {self.retokenize}")
         if not 0 <= self.seed < 2**32:

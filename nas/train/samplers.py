@@ -255,4 +255,6 @@ def train_recipe(space: SearchSpace) -> dict:
 
 
 def make_sampler(name: str, space: SearchSpace, rng: np.random.Generator, n: int) -> SubnetSampler:
+    import nas.train.multi_arch  # noqa: F401  (registers "multi-arch")
+
     return SAMPLERS.get(name)(space, rng, n)

@@ -76,6 +76,11 @@ class Trainer:
         if supernet is None:
             raise UserError(f"space {self.space.name!r} has no supernet to train; train one of its networks "
                             f"with --arch (a preset or an architecture string)")
+        if cfg.patch_mixup and self.fixed is not None:
+            raise UserError("--patch-mixup is part of multi-architecture supernet training; it does not apply to --arch")
+        if cfg.sampler == "multi-arch" and self.fixed is None and not hasattr(supernet, "set_active_many"):
+            raise UserError(f"--sampler multi-arch runs several subnets in one pass, which needs a masked supernet "
+                            f"(the vit-resnas family); space {self.space.name!r} has a slicing one")
         self.coarse_steps = 0
         if cfg.retokenize is not None:
             if not hasattr(supernet, "set_coarse_tokens"):
@@ -205,6 +210,9 @@ class Trainer:
             x = self.data.normalise(random_crop_flip(raw, pad=max(1, raw.shape[-1] // 8), generator=gen)).to(self.device)
             y = y.to(self.device)
             teacher = self._teacher_probs(x) if self.teachers else None
+            if getattr(self.sampler, "joint", False):  # k subnets in one pass (multi-architecture sampling)
+                finite &= self._joint_pass(picks, x, y, teacher, rows, micro)
+                continue
             largest, level = None, []
             for i, pick in enumerate(picks):
                 logits = self._forward(pick, x).float()
@@ -269,6 +277,47 @@ class Trainer:
         tokens = ("coarse" if coarse else "fine") if cfg.retokenize is not None else ""
         return [{"step": self.step, "epoch": epoch, "lr": lr, "level": info.get("level", ""), "banks": info.get("banks", ""),
                  **r, "skipped": int(not finite), "tokens": tokens} for r in rows.values()]
+
+    def _joint_pass(self, picks: list[Pick], x, y, teacher, rows: dict, micro: int) -> bool:
+        """One forward/backward for all picks: example b runs picks[b % k]; the loss is the plain
+        batch mean, as in ViT-ResNAS. Rows get each subnet's own examples' loss."""
+        cfg, k = self.cfg, len(picks)
+        self.supernet.set_active_many([p.arch for p in picks])
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16 if self.scaler is None else torch.float16,
+                                  enabled=self.use_amp)
+        if cfg.patch_mixup:  # ViT-ResNAS's patch-token mixup: cls + patch-head losses
+            from nas.train import token_mix
+
+            r = self.space.resolution  # mix on the model's input grid, so regions are whole tokens
+            x = F.interpolate(x, size=r, mode="bilinear", align_corners=False) if x.shape[-1] != r else x
+            x, target, labels = token_mix.mix(x, y, self.space.sides()[-1], self.space.num_classes)
+            with autocast:
+                logits, patches = self.model(x, patches=True)  # through DDP's forward when distributed
+            logits = logits.float()
+            per = token_mix.loss(logits, patches.float(), target, labels, cfg.label_smoothing)
+        else:
+            with autocast:
+                logits = self.model(x).float()
+            if teacher is not None:
+                per = -(teacher * F.log_softmax(logits, -1)).sum(-1)
+            else:
+                per = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, reduction="none")
+        loss = per.mean()
+        finite = self._all_finite(loss)
+        if finite:
+            scaled = loss / cfg.accumulate
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        elif self.world > 1:
+            (logits.sum() * 0.0).backward()
+        for i, pick in enumerate(picks):
+            if micro == 0:
+                ce = F.cross_entropy(logits[i::k].detach(), y[i::k])
+                if torch.isfinite(ce):
+                    self.sampler.observe(pick, -float(ce))
+            row = rows.setdefault(i, {"role": pick.role, "arch_id": pick.arch.id, "loss": 0.0,
+                                      "macs_m": float(self.space.cost(np.asarray([pick.arch.genome]))["macs"][0]) / 1e6})
+            row["loss"] += float(per[i::k].detach().mean()) / cfg.accumulate
+        return finite
 
     def _all_finite(self, t: torch.Tensor) -> bool:
         ok = torch.isfinite(t).all().to(torch.float32)
@@ -344,6 +393,8 @@ class Trainer:
                         f"`nas train --resume {self.out}`")
                 if self.step % self.steps_per_epoch == 0 and self.step < self.total:
                     self.sampler.end_epoch()
+                    if getattr(self.sampler, "rewire_after", lambda e: False)(epoch):  # progressive warm-up
+                        self.supernet.rewire(self.optimizer, follow=[self.ema.module] if self.ema else [])
                 if self.step % eval_every == 0 or self.step == self.total:
                     if self.rank == 0:
                         evals_log.write(self.evaluate())
