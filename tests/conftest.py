@@ -50,3 +50,31 @@ def nas_cli(*args, cwd=None, timeout=600):
 
     return subprocess.run([sys.executable, "-m", "nas.cli", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def scramble(net) -> None:
+    """Every weight and BN statistic random and O(1), so a wrong slice (a prefix instead of a
+    segment, a wrong crop, a wrong relative-position row) shows in a supernet's outputs."""
+    import torch
+
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if p.dim() > 1:
+                p.normal_(0, p[0].numel() ** -0.5)
+            else:
+                p.uniform_(0.5, 1.5) if n.endswith("weight") else p.uniform_(-0.1, 0.1)
+        for m in net.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+
+
+class Planted:
+    """What a malicious data or checkpoint file holds: unpickling it calls a function of its
+    choosing (here it creates ``marker``), which a safe loader must refuse to do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))

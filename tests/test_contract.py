@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import scramble
 from nas.archspec import read_arch_spec
 from nas.latency import device_dirs
 from nas.latency.table import load_any, table_path
@@ -79,21 +80,6 @@ def test_analytic_params_equal_the_built_model(name):
     assert built >= 1
 
 
-def _scramble(net):
-    """Random O(1) weights and BN statistics, so a wrong slice shows in the outputs."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for n, p in net.named_parameters():
-            if p.dim() > 1:
-                p.normal_(0, p[0].numel() ** -0.5)
-            else:
-                p.uniform_(0.5, 1.5) if n.endswith("weight") else p.uniform_(-0.1, 0.1)
-        for m in net.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-
-
 SUPERNET_LIMIT = 10e6  # parameters of the largest subnet: larger supernets are tests/test_supernet.py's
 
 
@@ -107,7 +93,8 @@ def test_extract_equals_supernet_with_arch(name):
         pytest.skip(f"{name}: a {SUPERNET_LIMIT / 1e6:.0f}M+ supernet; its family's own tests check its parity "
                     "at full size (tests/test_supernet.py, tests/test_vit_resnas_supernet.py)")
     net = space.build_supernet().eval()
-    _scramble(net)
+    torch.manual_seed(0)
+    scramble(net)
     for a in archs_of(space, 0)[:2]:  # smallest and largest; tests/test_supernet.py samples many more
         r = space.input_resolution(a)
         x = torch.randn(2, 3, r, r, generator=torch.Generator().manual_seed(1))

@@ -1,13 +1,12 @@
 """Datasets: Fashion-MNIST from IDX files, the CIFAR python format, fixed held-out splits."""
 import gzip
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED
+from conftest import SHARED, Planted
 from nas.data import FASHION_MNIST_DIR, load_data, random_crop_flip, read_idx
 from nas.errors import UserError
 
@@ -72,16 +71,6 @@ def test_cifar_python_format_from_real_samples(tmp_path):
         load_data(f"cifar10:{tmp_path}")
 
 
-class _Planted:
-    """What a malicious "CIFAR batch" would hold: unpickling it calls a function of its choosing."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (Path(self.marker),))
-
-
 def test_cifar_loader_refuses_a_planted_pickle_and_runs_nothing(tmp_path):
     marker = tmp_path / "pwned"
     arrays = {b"data": np.zeros((4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}
@@ -90,11 +79,11 @@ def test_cifar_loader_refuses_a_planted_pickle_and_runs_nothing(tmp_path):
             pickle.dump(arrays, fh, protocol=2)  # the format CIFAR ships in: numpy arrays in a dict
     assert len(load_data(f"cifar10:{tmp_path}", heldout=2).train) == 18
     with (tmp_path / "data_batch_2").open("wb") as fh:
-        pickle.dump({b"data": _Planted(marker), b"labels": [0]}, fh)
+        pickle.dump({b"data": Planted(marker), b"labels": [0]}, fh)
     with pytest.raises(UserError, match=r"data_batch_2: not a CIFAR pickle \(refusing pathlib.*touch"):
         load_data(f"cifar10:{tmp_path}")
     assert not marker.exists()  # nothing was executed
-    pickle.loads(pickle.dumps(_Planted(marker)))  # the same bytes through plain pickle do run
+    pickle.loads(pickle.dumps(Planted(marker)))  # the same bytes through plain pickle do run
     assert marker.exists()
 
 

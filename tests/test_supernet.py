@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from nas.elastic.ops import ElasticBatchNorm2d
+from conftest import scramble
 from nas.spaces import get_space
 
 
@@ -13,16 +14,7 @@ def _scrambled_supernet(name):
     space = get_space(name)
     torch.manual_seed(0)
     net = space.build_supernet().eval()
-    with torch.no_grad():
-        for n, p in net.named_parameters():
-            if p.dim() > 1:
-                p.normal_(0, p[0].numel() ** -0.5)
-            else:
-                p.uniform_(0.5, 1.5) if n.endswith("weight") else p.uniform_(-0.1, 0.1)
-        for m in net.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
+    scramble(net)
     return space, net
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, nas_cli
+from conftest import REPO, Planted, nas_cli
 from nas.data import FASHION_MNIST_DIR
 from nas.spaces import get_space
 from nas.train.config import TrainConfig
@@ -301,25 +301,13 @@ def test_ddp_with_torchrun_on_cpu(tmp_path):
     assert len({r["step"] for r in steps}) == 8  # one log, written by rank 0
 
 
-class _Planted:
-    """A "checkpoint" whose unpickling would call a function of the attacker's choosing."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        from pathlib import Path
-
-        return (Path.touch, (Path(self.marker),))
-
-
 def test_a_planted_checkpoint_is_refused_and_runs_nothing(tmp_path):
     from nas.errors import UserError
     from nas.train.trainer import load_checkpoint
 
     marker = tmp_path / "pwned"
     bad = tmp_path / "checkpoint.pt"
-    torch.save({"format": 1, "model": {}, "space_fingerprint": "x", "sampler": _Planted(marker)}, bad)
+    torch.save({"format": 1, "model": {}, "space_fingerprint": "x", "sampler": Planted(marker)}, bad)
     with pytest.raises(UserError, match="refusing to unpickle it: it holds objects other than tensors"):
         load_checkpoint(bad, "cpu", "--supernet")
     assert not marker.exists()

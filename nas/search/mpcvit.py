@@ -272,11 +272,12 @@ def _teacher_source(space, run: Path) -> tuple[Any, Path]:
 
 
 def _load_teacher(space, run: Path):
-    import torch
+    from nas.archspec import parse_arch_text
+    from nas.train.trainer import load_checkpoint
 
     tcfg, ckpt = _teacher_source(space, run)
-    net = space.build(space.parse_arch(tcfg.arch))
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["model"]
+    net = space.build(parse_arch_text(space, tcfg.arch))
+    state = load_checkpoint(ckpt, "cpu", "--teacher")["model"]  # weights_only: a planted file runs nothing
     net.load_state_dict({k.removeprefix("net."): v for k, v in state.items()})
     return net.eval().requires_grad_(False)
 

@@ -436,8 +436,10 @@ def load_checkpoint(path: Path, device, flag: str) -> dict:
     try:
         ck = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()
-        why = next((ln.strip() for ln in first if "GLOBAL" in ln or "Unsupported" in ln), first[0] if first else "")
+        lines = str(e).strip().splitlines()
+        why = next((ln.strip() for ln in lines if "GLOBAL" in ln or "Unsupported global" in ln), None)
+        if why is None:  # not a pickle of any kind (torch: "Unsupported operand ...")
+            raise UserError(f"{flag} {path}: not a vitnas checkpoint (not a torch checkpoint file)") from None
         raise UserError(f"{flag} {path}: refusing to unpickle it: it holds objects other than tensors and plain data "
                         f"({why[:160]}); vitnas checkpoints never do (one written by a vitnas older than this "
                         "release does if its sampler state held numpy values: retrain it)") from None
