@@ -320,3 +320,25 @@ def test_zen_by_hand_on_a_linear_feature_map():
     e = torch.randn(data.images.shape, generator=g)
     want = math.log(float((0.01 * e.flatten(1) @ a.T).abs().sum(1).mean()))
     assert get_proxy("zen")(Feat(), data) == pytest.approx(want, rel=1e-5)
+
+
+def test_dss_by_hand():
+    """TF-TAS DSS on x -> B relu(A x) with A inside an attention module: on the |W| network and an
+    all-ones input, R = 1'|B||A|1; the MLP's saliency sum |B * dR/dB| = R; the attention layer's
+    gradient dR/d|A| = (|B|'1) 1' is rank one, so its nuclear norm is ||colsum |B||| sqrt(d)."""
+
+    class ToyAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(6, 4, bias=False)
+
+        def forward(self, x):
+            return self.proj(x)
+
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Flatten(), ToyAttention(), nn.ReLU(), nn.Linear(4, 2, bias=False))
+    a, b = net[1].proj.weight.detach().abs().double(), net[3].weight.detach().abs().double()
+    data = ProxyData(torch.zeros(2, 6, 1, 1), torch.zeros(2, dtype=torch.long), 2)
+    r = float(b.sum(0) @ a @ torch.ones(6, dtype=torch.float64))
+    diversity = float(b.sum(0).norm() * math.sqrt(6) * np.linalg.svd(a.numpy(), compute_uv=False).sum())
+    assert get_proxy("dss")(net, data) == pytest.approx(r + diversity, rel=1e-9)
