@@ -210,6 +210,10 @@ def test_layer_budget_binds_and_the_solver_is_deterministic():
     b = Budgets(30e6, 1e6, 0.3, layers=25)
     sol = solve_mp(space, b, Objective(corrected=True), restarts=1, maxiter=300)
     assert sol.metrics["layers"] <= 25
+    depths = space.values(sol.genome[None, :]).L[0]
+    assert depths[0] <= 3 and (depths[1:] <= 25 // 3 // 4).all()  # the original's per-block cap under a layer budget
+    evo = solve_evolution(space, b, Objective(corrected=True), iterations=5000)
+    assert (space.values(evo.genome[None, :]).L[0][1:] <= 2).all() and evo.metrics["layers"] <= 25
     free = solve_mp(space, Budgets(30e6, 1e6, 0.3), Objective(corrected=True), restarts=1, maxiter=300)
     assert free.metrics["layers"] > 25  # the budget binds: without it the design is deeper
     again = solve_mp(space, b, Objective(corrected=True), restarts=1, maxiter=300)

@@ -135,7 +135,11 @@ def solve_mp(space: DeepMADSpace, budgets: Budgets, objective: Objective = Objec
         return f, g
 
     n_var = len(space.vars)
+    cap = depth_cap(space, budgets)
     bounds = [(0, int(s) - 1) for s in space.var_sizes]
+    if cap is not None:  # the L variables of super-blocks 2.. (every 4th from 8: out, btn, k, L per block)
+        for j in range(8, n_var, 4):
+            bounds[j] = (0, min(bounds[j][1], cap - 1))
     starts = start_vectors(space)
     t0, c0 = time.perf_counter(), time.process_time()
     gen = [0]
@@ -247,7 +251,7 @@ def solve_evolution(space: DeepMADSpace, budgets: Budgets, objective: Objective 
     while it < iterations and (time_limit is None or time.perf_counter() - t0 < time_limit):
         n = min(population, iterations - it)
         parents = pop_g[rng.integers(len(pop_g), size=n)]
-        children = mutate(space, parents, rng, block_mutations)
+        children = mutate(space, parents, rng, block_mutations, depth_cap(space, budgets))
         m = evaluate(space, children, objective)
         evaluated += n
         it += n
@@ -264,9 +268,18 @@ def solve_evolution(space: DeepMADSpace, budgets: Budgets, objective: Objective 
     return Solution(pop_g[0], _row(m, 0), time.perf_counter() - t0, evaluated, candidates, time.process_time() - c0)
 
 
-def mutate(space: DeepMADSpace, genomes: np.ndarray, rng: np.random.Generator, times: int = 2) -> np.ndarray:
+def depth_cap(space: DeepMADSpace, budgets: Budgets) -> int | None:
+    """With a layer budget the original caps every super-block after the first at
+    layers // 3 // (n - 1) inner blocks (its mutator's ``budget_layers // 3 // (len - 2)``)."""
+    if budgets.layers is None:
+        return None
+    return max(1, int(budgets.layers // 3 // (space.n_blocks - 1)))
+
+
+def mutate(space: DeepMADSpace, genomes: np.ndarray, rng: np.random.Generator, times: int = 2,
+           cap: int | None = None) -> np.ndarray:
     """The original mutator: ``times`` times, a random block (stem or super-block; the head is never
-    mutated) changes one property by the space's rules."""
+    mutated) changes one property by the space's rules; ``cap`` bounds later super-blocks' depth."""
     s = space.values(genomes)
     r = space.rules
     stem, out, btn, k, L = s.stem.copy(), s.out.copy(), s.btn.copy(), s.k.copy(), s.L.copy()
@@ -318,6 +331,8 @@ def mutate(space: DeepMADSpace, genomes: np.ndarray, rng: np.random.Generator, t
                         break
                 if b == 0:
                     new = min(new, r["first_block_max_depth"])
+                elif cap is not None:
+                    new = min(new, cap)
                 L[i, b] = min(new, space.max_depth)
             if space.block == "K1KXK1":  # btn <= out after every mutation, not only btn's (as to_genomes)
                 btn[i, b] = min(btn[i, b], out[i, b])
