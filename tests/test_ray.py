@@ -246,7 +246,7 @@ def test_ray_train_runs_the_common_trainer_as_ddp_over_two_nodes(cluster, tmp_pa
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    torchrun = REPO / ".venv" / "bin" / "torchrun"
+    torchrun = Path(sys.executable).parent / "torchrun"  # the running environment's, wherever it lives
     r = subprocess.run([str(torchrun) if torchrun.exists() else "torchrun", "--nproc_per_node", "2", "--master_addr",
                         "127.0.0.1", "--master_port", str(port), "-m", "nas.cli", "train", *TRAIN_ARGS,
                         "--out", str(tmp_path / "torchrun"), "--no-progress", "--json"],

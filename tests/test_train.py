@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 import time
 
 import numpy as np
@@ -286,7 +287,7 @@ def test_ddp_with_torchrun_on_cpu(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    torchrun = REPO / ".venv" / "bin" / "torchrun"
+    torchrun = Path(sys.executable).parent / "torchrun"  # the running environment's, wherever it lives
     cmd = [str(torchrun) if torchrun.exists() else "torchrun", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(port), "-m", "nas.cli", "train", "--space", "elasticvit-tiny", "--data", "fashion-mnist",
            "--steps", "8", "--batch-size", "16", "--heldout", "500", "--threads", "1", "--out", str(tmp_path / "run"),
