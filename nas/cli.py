@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"population / batch size (default {SearchConfig.population}; a --preset's initial population)")
     s.add_argument("--preset", help="a published configuration of the strategy: resnas (ViT-ResNAS's evolution: 500 + 19 x "
                                     "150 evaluations, MACs in [0.975 C, C] for C = --max-macs) or elasticvit (ElasticViT's; "
-                                    "MACs in [T, T + 20] for T = --min-macs); see docs/cli.md")
+                                    "MACs in [T, T + 20] for T = --min-macs)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--max-latency", type=float, metavar="MS", help="constraint: latency on every device <= MS")
     s.add_argument("--max-macs", type=float, metavar="M", help="constraint: MACs <= M millions")
