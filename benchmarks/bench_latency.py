@@ -32,6 +32,19 @@ def best_of(fn, repeat=3):
     return min(times)
 
 
+def throughput(table, space, rng: np.random.Generator, one_at_a_time: int = 2000) -> None:
+    """Vectorised prediction at batch sizes 1k-1M, then one architecture per call."""
+    big = space.sample(rng, 1_000_000)
+    print(f"{'batch':>10} {'predict':>12} {'archs/s':>14}")
+    for n in (1_000, 10_000, 100_000, 1_000_000):
+        g = big[:n]
+        s = best_of(lambda: table.predict(space, g))
+        print(f"{n:>10,} {s * 1e3:>10.1f}ms {n / s:>14,.0f}")
+    one = big[:one_at_a_time]
+    s = best_of(lambda: [table.predict(space, one[i:i + 1]) for i in range(len(one))], repeat=1)
+    print(f"{'1 at a time':>10} {s / len(one) * 1e6:>10.1f}us {len(one) / s:>14,.0f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="pixel6")
@@ -50,15 +63,8 @@ def main() -> None:
     _CACHE.clear()
 
     rng = np.random.default_rng(0)
-    big = space.sample(rng, 1_000_000)
-    print(f"\n{'batch':>10} {'predict':>12} {'archs/s':>14}")
-    for n in (1_000, 10_000, 100_000, 1_000_000):
-        g = big[:n]
-        s = best_of(lambda: table.predict(space, g))
-        print(f"{n:>10,} {s * 1e3:>10.1f}ms {n / s:>14,.0f}")
-    one = big[:2000]
-    s = best_of(lambda: [table.predict(space, one[i:i + 1]) for i in range(len(one))], repeat=1)
-    print(f"{'1 at a time':>10} {s / len(one) * 1e6:>10.1f}us {len(one) / s:>14,.0f}")
+    print()
+    throughput(table, space, rng)
 
     n = 100_000
     x = space.sample_vectors(rng, n)

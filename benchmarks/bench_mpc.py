@@ -10,25 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-if hasattr(os, "sched_setaffinity"):
-    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
 import numpy as np  # noqa: E402
 
+from bench_latency import throughput  # noqa: E402  (pins this process to one core too)
 from nas.latency import load_table  # noqa: E402
 from nas.spaces import get_space  # noqa: E402
-
-
-def best_of(fn, repeat=3):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> None:
@@ -39,15 +28,7 @@ def main() -> None:
     space = get_space(a.space)
     table = load_table(a.device, space)
     print(f"space {space.name} ({space.n_genes} genes), device {a.device} ({table.describe()})")
-    print(f"{'batch':>10s} {'predict':>12s} {'archs/s':>14s}")
-    rng = np.random.default_rng(0)
-    for n in (1_000, 10_000, 100_000, 1_000_000):
-        g = space.sample(rng, n)
-        s = best_of(lambda: table.predict(space, g))
-        print(f"{n:>10,d} {s * 1e3:>10.1f}ms {n / s:>14,.0f}")
-    g = space.sample(rng, 200)
-    s = best_of(lambda: [table.predict(space, g[i:i + 1]) for i in range(len(g))]) / len(g)
-    print(f"{'1 at a time':>10s} {s * 1e6:>10.1f}us {1 / s:>14,.0f}")
+    throughput(table, space, np.random.default_rng(0), one_at_a_time=200)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from nas.archspec import read_arch_spec, self_contained
 from nas.config import DEFAULT_OBJECTIVES, SearchConfig, default_objectives
 from nas.errors import UserError
 from nas.train.config import TrainConfig
@@ -549,7 +550,8 @@ def cmd_train(a: argparse.Namespace) -> str | None:
                           teachers=tuple(a.teacher), ema=a.ema, agc=a.agc, accumulate=a.accumulate, heldout=a.heldout,
                           eval_every=a.eval_every, checkpoint_every=a.checkpoint_every, max_bad_steps=a.max_bad_steps,
                           seed=a.seed, threads=a.threads, ray=a.ray, workers=a.workers, gpus_per_worker=a.gpus_per_worker,
-                          arch=_self_contained(a.arch), retokenize=a.retokenize, patch_mixup=a.patch_mixup)
+                          arch=None if a.arch is None else self_contained(a.arch), retokenize=a.retokenize,
+                          patch_mixup=a.patch_mixup)
         if cfg.ray is not None and world > 1:
             raise UserError("--ray starts its own training workers: run it without torchrun")
         trainer = Trainer(cfg, Path("."), progress=not a.no_progress)  # checks everything before writing
@@ -671,24 +673,13 @@ def _si(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number with an optional k/M/G suffix, got {text!r}") from None
 
 
-def _self_contained(text: str | None) -> str | None:
-    from nas.archspec import self_contained
-
-    return None if text is None else self_contained(text)
-
-
-def _read_arch_spec(text: str) -> Any:
-    from nas.archspec import read_arch_spec
-
-    return read_arch_spec(text)
-
-
 def cmd_latency(a: argparse.Namespace) -> str:
     from nas.latency import device_dirs, load_table, table_path
     from nas.spaces import get_space
 
     space = get_space(a.space)
-    arch = space.parse_arch(_read_arch_spec(a.arch))
+    spec = read_arch_spec(a.arch)
+    arch = space.parse_arch(spec)
     devices = _devices(a.device)
     if not devices:
         devices = tuple(d for d in device_dirs() if _has_table(table_path, d, space))
@@ -699,7 +690,7 @@ def cmd_latency(a: argparse.Namespace) -> str:
     latency = {t.device: float(t.predict(space, np.asarray([arch.genome]))[0]) for t in tables}
     out: dict[str, Any] = {
         "space": space.name,
-        "arch": a.arch if isinstance(_read_arch_spec(a.arch), str) else None,
+        "arch": a.arch if isinstance(spec, str) else None,
         "arch_id": arch.id,
         "macs_m": float(cost["macs"][0]) / 1e6,
         "params_m": float(cost["params"][0]) / 1e6,
@@ -735,7 +726,7 @@ def cmd_design(a: argparse.Namespace) -> str:
     from nas.design.deepmad_objective import Objective
 
     if a.evaluate:
-        arch = space.parse_arch(_read_arch_spec(a.evaluate))
+        arch = space.parse_arch(read_arch_spec(a.evaluate))
         out = breakdown(space, arch.genome, Objective(a.entropy, a.corrected))
         return json.dumps(out, indent=2) if a.json else _format_breakdown(out, f"{a.evaluate} ({space.name})")
     if a.max_flops is None or a.max_params is None:

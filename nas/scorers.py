@@ -122,7 +122,7 @@ class SupernetScorer:
         torch.set_num_threads(self.threads)
         keep_freed_memory()
         bound_kernel_cache()
-        from nas.train.trainer import load_checkpoint
+        from nas.train.checkpoint import load_checkpoint
 
         ck = load_checkpoint(self.path, "cpu", "--supernet")  # weights_only: a planted pickle runs nothing
         if not isinstance(ck, dict) or "model" not in ck or "space_fingerprint" not in ck:

@@ -304,7 +304,7 @@ def test_ddp_with_torchrun_on_cpu(tmp_path):
 
 def test_a_planted_checkpoint_is_refused_and_runs_nothing(tmp_path):
     from nas.errors import UserError
-    from nas.train.trainer import load_checkpoint
+    from nas.train.checkpoint import load_checkpoint
 
     marker = tmp_path / "pwned"
     bad = tmp_path / "checkpoint.pt"

@@ -40,8 +40,8 @@ def write_run(run_dir: Path, space, design: Design) -> Path:
     try:
         genomes = np.asarray([g for g, _ in design.candidates], dtype=np.int16).reshape(-1, space.n_genes)
         ids = space.ids(genomes)
-        seen: set[str] = set()
-        keep = [i for i, ident in enumerate(ids) if not (ident in seen or ident in log.index or seen.add(ident))]
+        first = {ident: i for i, ident in reversed(list(enumerate(ids)))}  # each id at its first position
+        keep = sorted(i for ident, i in first.items() if ident not in log.index)
         values = np.array([[float(design.candidates[i][1].get(c, np.nan)) for c in design.columns] for i in keep])
         if keep:
             log.append([ids[i] for i in keep], genomes[keep], values.reshape(len(keep), len(design.columns)),

@@ -30,7 +30,6 @@ from nas.design.deepmad_objective import Objective, evaluate
 from nas.errors import UserError
 from nas.spaces.deepmad import DeepMADSpace, smart_round
 
-CONSTRAINTS = ("flops", "params", "rho", "layers")
 BUDGET_COLUMN = {"flops": "flops", "params": "params_backbone", "rho": "rho", "layers": "layers"}
 FLAGS = {"flops": "--max-flops", "params": "--max-params", "rho": "--rho", "layers": "--max-layers"}
 
@@ -164,7 +163,7 @@ def solve_mp(space: DeepMADSpace, budgets: Budgets, objective: Objective = Objec
             maxiter=maxiter, init=init, rng=rng, polish=False, vectorized=True, updating="deferred", tol=1e-6,
             mutation=(0.5, 1.0), recombination=0.9,
             constraints=NonlinearConstraint(lambda xt: lookup(xt)[1].T, -np.inf, 0.0), callback=callback)
-        finals.append(_climb(scorer, np.rint(res.x).astype(np.int64))[0])
+        finals.append(_climb(scorer, np.rint(res.x).astype(np.int64)))
         populations.append(np.rint(res.population).astype(np.int64))
         if time_limit is not None and time.perf_counter() - t0 > time_limit:
             break
@@ -187,13 +186,12 @@ def _latin(rng: np.random.Generator, n: int, sizes: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(np.stack(cols, axis=1)), 0, sizes - 1).astype(np.int64)
 
 
-def _climb(scorer: Scorer, x: np.ndarray, max_steps: int = 200) -> tuple[np.ndarray, int]:
+def _climb(scorer: Scorer, x: np.ndarray, max_steps: int = 200) -> np.ndarray:
     """Best-improvement search over +-1, +-2 steps of one variable, feasible moves only."""
     sizes = scorer.space.var_sizes
     _, viol, m = scorer(x[None, :])
     best = float(m["score"][0]) if (viol <= 0).all() else -math.inf
-    steps = 0
-    for steps in range(max_steps):
+    for _ in range(max_steps):
         moves = []
         for j in range(len(x)):
             for d in (-2, -1, 1, 2):
@@ -208,7 +206,7 @@ def _climb(scorer: Scorer, x: np.ndarray, max_steps: int = 200) -> tuple[np.ndar
         if not f[i] > best + 1e-9:
             break
         x, best = cand[i], float(f[i])
-    return x, steps
+    return x
 
 
 def _final_candidates(scorer: Scorer, population: np.ndarray, x: np.ndarray) -> list:

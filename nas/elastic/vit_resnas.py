@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from nas.arch import Arch
 from nas.elastic.supernet import Supernet
 from nas.errors import UserError
-from nas.nets.vit_resnas import PatchConvEmbed, _init
+from nas.nets.asvit import vit_init
+from nas.nets.vit_resnas import PatchConvEmbed, SpatialReduction
 
 
 def masked_layer_norm(x: torch.Tensor, m: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
@@ -95,17 +96,9 @@ class MaskedBlock(nn.Module):
                 (self.fc1.weight, 0, unit), (self.fc1.bias, 0, unit), (self.fc2.weight, 1, unit)]
 
 
-class MaskedReduction(nn.Module):
-    """Residual spatial reduction at the largest widths (names as ``nets.vit_resnas.SpatialReduction``)."""
-
-    def __init__(self, ein: int, eout: int, side: int):
-        super().__init__()
-        self.side = side
-        self.norm = nn.LayerNorm(ein)
-        self.conv = nn.Conv2d(ein, eout, 3, 2, 1)
-        self.cls_proj = nn.Linear(ein, eout)
-        self.pos_embed = nn.Parameter(torch.zeros(1, (side // 2) ** 2 + 1, eout))
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+class MaskedReduction(SpatialReduction):
+    """Residual spatial reduction at the largest widths: the standalone layer's parameters (so names
+    and shapes match for extraction), computed under per-example width masks."""
 
     def forward(self, x, em_in, em_out):
         B, N, ein = x.shape
@@ -147,7 +140,7 @@ class ViTResNASSupernet(Supernet):
         # always present (trained only with --patch-mixup), so every checkpoint of a space loads
         # into the same supernet; extraction copies it only into models built with a patch head
         self.patch_head = nn.Linear(widths[-1], space.num_classes)
-        self.apply(_init)
+        self.apply(vit_init)
         self.set_active(space.largest())
 
     # ---- which subnets run ---------------------------------------------------------------------

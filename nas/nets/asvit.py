@@ -135,7 +135,7 @@ class AsViTNet(nn.Module):
         nf = dims[-1]
         self.norm = nn.LayerNorm(nf)
         self.head = nn.Sequential(nn.Linear(nf, nf), nn.Tanh(), nn.Linear(nf, cfg.num_classes))
-        self.apply(_init)
+        self.apply(vit_init)
 
     def set_coarse_tokens(self, coarse: bool) -> None:
         """As-ViT's progressive re-tokenisation: train early on a quarter of the tokens (stage-1
@@ -163,7 +163,8 @@ class AsViTNet(nn.Module):
         return self.head(self.norm(self.forward_features(x)).mean((1, 2)))
 
 
-def _init(m: nn.Module) -> None:
+def vit_init(m: nn.Module) -> None:
+    """Truncated-normal(0.02) linear weights, zero biases, unit LayerNorms (timm's ViT init)."""
     if isinstance(m, nn.Linear):
         nn.init.trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:

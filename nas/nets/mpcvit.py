@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nas.nets.asvit import vit_init
 from nas.spaces.mpcvit import RS, RS_EPS, SCAL, SOFTMAX
 
 
@@ -131,7 +132,7 @@ class MpcViTNet(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(C)
         self.fc = nn.Linear(C, cfg.num_classes)
-        self.apply(_init)
+        self.apply(vit_init)
         self.keep_tokens = False  # token distillation reads the final-LN tokens of the last forward
         self.last_tokens: torch.Tensor | None = None
         self.configure(cfg.attention, cfg.linear_tokens)
@@ -176,13 +177,3 @@ class MpcViTNet(nn.Module):
             block.beta = b
             betas.append(b)
         return betas
-
-
-def _init(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)

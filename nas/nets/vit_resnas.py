@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nas.arch import Arch
+from nas.nets.asvit import vit_init
 
 
 def conv_bn_relu(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -125,7 +126,7 @@ class ViTResNet(nn.Module):
         self.norm = nn.LayerNorm(e)
         self.head = nn.Linear(e, num_classes)
         self.patch_head = nn.Linear(e, num_classes) if patch_head else None
-        self.apply(_init)
+        self.apply(vit_init)
 
     @classmethod
     def from_arch(cls, space, arch: Arch, patch_head: bool = False) -> "ViTResNet":
@@ -149,12 +150,3 @@ class ViTResNet(nn.Module):
         """(cls logits (B, classes), patch-token logits (B, N - 1, classes)) for patch-token mixup."""
         t = self.features(x)
         return self.head(t[:, 0]), self.patch_head(t[:, 1:])
-
-
-def _init(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)

@@ -273,7 +273,7 @@ def _teacher_source(space, run: Path) -> tuple[Any, Path]:
 
 def _load_teacher(space, run: Path):
     from nas.archspec import parse_arch_text
-    from nas.train.trainer import load_checkpoint
+    from nas.train.checkpoint import load_checkpoint
 
     tcfg, ckpt = _teacher_source(space, run)
     net = space.build(parse_arch_text(space, tcfg.arch))
