@@ -129,7 +129,7 @@ def main() -> None:
         for steps in (10, 40):
             r = child("--probe", "train", str(steps), tmp)
             print(f"  training {steps:>3} steps: peak RSS {r['peak_rss_mb']:.0f} MB, {r['img_per_s']:.0f} subnet-images/s")
-        ckpt = Path(tmp) / "checkpoint.pt"
+        ckpt = Path(tmp) / "checkpoint.safetensors"
         from nas.train.config import TrainConfig
         from nas.train.trainer import Trainer
 

@@ -76,6 +76,11 @@ re-run the same command to resume an interrupted build; --fresh starts over""",
   nas design --space deepmad-resnet --evaluate runs/tiny-design/structure.json""",
     "spaces": "examples:\n  nas spaces\n  nas spaces --json",
     "devices": "examples:\n  nas devices\n  nas devices --json",
+    "convert-checkpoint": """examples:
+  nas convert-checkpoint runs/2026-06-01-train-elasticvit-tiny-ab12      # a run directory
+  nas convert-checkpoint old/checkpoint.pt
+reads tensors and plain data only (torch.load weights_only=True: a planted pickle is refused, nothing runs);
+writes checkpoint.safetensors beside the old file and leaves that file in place""",
 }
 
 
@@ -310,6 +315,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     dv = cmd("devices", "list the devices with latency tables, with provenance")
     dv.add_argument("--json", action="store_true")
+    cc = cmd("convert-checkpoint", "rewrite a vitnas 0.1 checkpoint.pt as checkpoint.safetensors (no pickle)")
+    cc.add_argument("path", type=Path, metavar="CHECKPOINT_OR_RUN_DIR")
     return p
 
 
@@ -514,7 +521,8 @@ def cmd_train(a: argparse.Namespace) -> str | None:
     from contextlib import nullcontext
 
     from nas.runs import locked, new_run_dir
-    from nas.train.trainer import CHECKPOINT, Trainer
+    from nas.train.checkpoint import find_checkpoint
+    from nas.train.trainer import Trainer
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if a.resume is not None:
@@ -527,13 +535,13 @@ def cmd_train(a: argparse.Namespace) -> str | None:
         if cfg.ray is not None or where:
             cfg = dataclasses.replace(cfg, **where).validate()
             check = Trainer(cfg, out, progress=False)  # a wrong space, data or checkpoint fails here, in one line
-            if (out / CHECKPOINT).exists():
-                check.load(out / CHECKPOINT)
+            if (ckpt := find_checkpoint(out)) is not None:
+                check.load(ckpt)
             del check  # the workers load their own
             return _train_ray(cfg, out, a)
         trainer = Trainer(cfg, out, progress=not a.no_progress)
-        if (out / CHECKPOINT).exists():
-            trainer.load(out / CHECKPOINT)
+        if (ckpt := find_checkpoint(out)) is not None:
+            trainer.load(ckpt)
         else:
             trainer.truncate_logs()  # killed before the first checkpoint: start over
         if rank == 0:
@@ -891,7 +899,13 @@ def cmd_lut_validate(a: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"search": cmd_search, "resume": cmd_resume, "train": cmd_train, "tune": cmd_tune, "latency": cmd_latency,
+def cmd_convert_checkpoint(a: argparse.Namespace) -> str:
+    from nas.train.checkpoint import convert_legacy
+
+    return f"wrote {convert_legacy(a.path)}"
+
+
+COMMANDS = {"convert-checkpoint": cmd_convert_checkpoint, "search": cmd_search, "resume": cmd_resume, "train": cmd_train, "tune": cmd_tune, "latency": cmd_latency,
             "spaces": cmd_spaces, "devices": cmd_devices, "proxies": cmd_proxies, "lut": cmd_lut, "design": cmd_design}
 
 if __name__ == "__main__":

@@ -122,10 +122,10 @@ class SupernetScorer:
         torch.set_num_threads(self.threads)
         keep_freed_memory()
         bound_kernel_cache()
-        from nas.train.checkpoint import load_checkpoint
+        from nas.train.checkpoint import read_checkpoint
 
-        ck = load_checkpoint(self.path, "cpu", "--supernet")  # weights_only: a planted pickle runs nothing
-        if not isinstance(ck, dict) or "model" not in ck or "space_fingerprint" not in ck:
+        ck = read_checkpoint(self.path, "cpu", "--supernet", only=("model", "ema"))
+        if "model" not in ck or "space_fingerprint" not in ck or "data" not in ck:
             raise UserError(f"--supernet {self.path}: not a vitnas supernet checkpoint")
         if ck["space_fingerprint"] != self.space.fingerprint:
             raise UserError(f"--supernet {self.path} was trained on space {ck.get('space')!r}, not on this "
@@ -162,11 +162,13 @@ class SupernetScorer:
 
 
 def resolve_checkpoint(spec: str) -> Path:
+    from nas.train.checkpoint import CHECKPOINT, find_checkpoint
+
     p = Path(spec)
     if p.is_dir():
-        p = p / "checkpoint.pt"
+        p = find_checkpoint(p, "--supernet") or p / CHECKPOINT
     if not p.is_file():
-        raise UserError(f"--supernet {spec}: no checkpoint there (give a checkpoint.pt or a `nas train` run directory)")
+        raise UserError(f"--supernet {spec}: no checkpoint there (give a {CHECKPOINT} or a `nas train` run directory)")
     return p.resolve()
 
 

@@ -229,6 +229,7 @@ TRAIN_ARGS = ["--space", "elasticvit-tiny", "--data", "fashion-mnist", "--steps"
 def test_ray_train_runs_the_common_trainer_as_ddp_over_two_nodes(cluster, tmp_path):
     import torch
 
+    from nas.train.checkpoint import CHECKPOINT, read_checkpoint
     from nas.train.config import TrainConfig
 
     out = tmp_path / "run"
@@ -238,7 +239,7 @@ def test_ray_train_runs_the_common_trainer_as_ddp_over_two_nodes(cluster, tmp_pa
     assert summary["step"] == 6 and {e["role"] for e in summary["evaluation"]} == {"smallest", "largest", "random"}
     cfg = TrainConfig.from_toml(out / "config.toml")
     assert cfg.workers == 2 and cfg.ray == cluster.address  # a resume trains with the same world size
-    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    ck = read_checkpoint(out / CHECKPOINT)
     assert ck["step"] == 6
     steps = (out / "steps.csv").read_text().splitlines()[1:]
     assert sorted({int(r.split(",")[0]) for r in steps}) == list(range(1, 7))  # one log, by rank 0
@@ -252,7 +253,7 @@ def test_ray_train_runs_the_common_trainer_as_ddp_over_two_nodes(cluster, tmp_pa
                         "--out", str(tmp_path / "torchrun"), "--no-progress", "--json"],
                        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 0, r.stderr[-2000:]
-    ref = torch.load(tmp_path / "torchrun" / "checkpoint.pt", weights_only=False)
+    ref = read_checkpoint(tmp_path / "torchrun" / CHECKPOINT)
     assert ck["model"].keys() == ref["model"].keys()
     assert all(torch.equal(ck["model"][k], ref["model"][k]) for k in ref["model"])
 

@@ -3,10 +3,10 @@ import csv
 import json
 
 import pytest
-import torch
 
 from conftest import nas_cli
 from nas.data import FASHION_MNIST_DIR
+from nas.train.checkpoint import CHECKPOINT, read_checkpoint
 
 pytestmark = pytest.mark.skipif(not FASHION_MNIST_DIR.exists(),
                                 reason="Fashion-MNIST not installed: apt-get install dataset-fashion-mnist")
@@ -28,7 +28,7 @@ def test_search_front_accuracy_comes_from_the_supernet(trained, tmp_path):
     with open(tmp_path / "s" / "pareto.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows and list(rows[0])[1:3] == ["accuracy", "macs_m"]  # default objectives: accuracy,macs
-    assert rows[0]["accuracy_estimate"].startswith("supernet:checkpoint.pt (EMA weights")
+    assert rows[0]["accuracy_estimate"].startswith("supernet:checkpoint.safetensors (EMA weights")
     assert "600 held-out images of fashion-mnist" in rows[0]["accuracy_estimate"]
     accs = [float(r["accuracy"]) for r in rows]
     assert all(0.1 < a <= 1 for a in accs)  # trained: above chance
@@ -38,7 +38,7 @@ def test_search_front_accuracy_comes_from_the_supernet(trained, tmp_path):
     from nas.train.bn import accuracy, recalibrate_bn
 
     space = get_space("elasticvit-tiny")
-    ck = torch.load(trained / "checkpoint.pt", weights_only=False)
+    ck = read_checkpoint(trained / CHECKPOINT)
     supernet = space.build_supernet()
     supernet.load_state_dict({k[len("module."):]: v for k, v in ck["ema"].items()})  # the EMA weights
     data = load_data("fashion-mnist", heldout=600, seed=0)

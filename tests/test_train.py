@@ -19,7 +19,8 @@ from nas.spaces import get_space
 from nas.train.config import TrainConfig
 from nas.train.losses import alpha_divergence, soft_cross_entropy
 from nas.train.samplers import make_sampler
-from nas.train.trainer import CHECKPOINT, Trainer, TrainingError
+from nas.train.checkpoint import CHECKPOINT, read_checkpoint
+from nas.train.trainer import Trainer, TrainingError
 
 needs_fmnist = pytest.mark.skipif(not FASHION_MNIST_DIR.exists(),
                                   reason="Fashion-MNIST not installed: apt-get install dataset-fashion-mnist")
@@ -89,13 +90,13 @@ def test_kill9_and_cli_resume(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL  # killed, not finished on its own
-    killed_at = torch.load(out / CHECKPOINT, weights_only=True)["step"]
+    killed_at = read_checkpoint(out / CHECKPOINT)["step"]
     assert 0 < killed_at < 16  # the kill landed mid-training: the resume has steps left to do
     res = nas_cli("train", "--resume", str(out), "--no-progress", "--json")
     assert res.returncode == 0, res.stderr
     assert f"resuming {out} at step {killed_at} of 16" in res.stderr
-    a = torch.load(out / CHECKPOINT, weights_only=True)["model"]
-    b = torch.load(tmp_path / "ref" / CHECKPOINT, weights_only=True)["model"]
+    a = read_checkpoint(out / CHECKPOINT)["model"]
+    b = read_checkpoint(tmp_path / "ref" / CHECKPOINT)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     strip = lambda out: [{k: v for k, v in e.items() if k != "seconds"} for e in json.loads(out)["evaluation"]]  # noqa: E731
     assert strip(res.stdout) == strip(ref.stdout)
@@ -114,7 +115,7 @@ def test_non_finite_loss_stops_with_checkpoint_intact(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer.data, "normalise", poisoned)
     with pytest.raises(TrainingError, match="not finite for 3 steps in a row"):
         trainer.run()
-    ck = torch.load(tmp_path / CHECKPOINT, weights_only=False)
+    ck = read_checkpoint(tmp_path / CHECKPOINT)
     assert ck["step"] == 4  # the last scheduled checkpoint before the bad steps
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
     skipped = [r for r in rows(tmp_path / "steps.csv") if r["skipped"] == "1"]
@@ -130,7 +131,7 @@ def test_one_bad_batch_is_skipped_and_leaves_no_trace(tmp_path, monkeypatch):
                         lambda images: normalise(images) * (float("inf") if trainer.step == 5 else 1.0))
     result = trainer.run()
     assert result["skipped_steps"] == 1 and result["step"] == 10
-    ck = torch.load(tmp_path / CHECKPOINT, weights_only=False)
+    ck = read_checkpoint(tmp_path / CHECKPOINT)
     bad = [k for k, v in ck["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
     assert bad == []  # parameters and BN statistics
     assert all(np.isfinite(score) for bank in trainer.sampler.banks for _, score in bank)
@@ -296,7 +297,7 @@ def test_ddp_with_torchrun_on_cpu(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout[r.stdout.index("{"):])
     assert out["step"] == 8 and len(out["evaluation"]) == 4
-    ck = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)
+    ck = read_checkpoint(tmp_path / "run" / CHECKPOINT)
     assert ck["step"] == 8
     steps = rows(tmp_path / "run" / "steps.csv")
     assert len({r["step"] for r in steps}) == 8  # one log, written by rank 0
@@ -304,17 +305,80 @@ def test_ddp_with_torchrun_on_cpu(tmp_path):
 
 def test_a_planted_checkpoint_is_refused_and_runs_nothing(tmp_path):
     from nas.errors import UserError
-    from nas.train.checkpoint import load_checkpoint
+    from nas.scorers import resolve_checkpoint
+    from nas.train.checkpoint import convert_legacy
 
     marker = tmp_path / "pwned"
-    bad = tmp_path / "checkpoint.pt"
+    run = tmp_path / "old"
+    run.mkdir()
+    bad = run / "checkpoint.pt"
     torch.save({"format": 1, "model": {}, "space_fingerprint": "x", "sampler": Planted(marker)}, bad)
+    for what in (bad, run):  # the file itself or a run directory holding only it
+        with pytest.raises(UserError, match="pickle format, which is no longer read"):
+            read_checkpoint(resolve_checkpoint(str(what)), "cpu", "--supernet")
+        r = nas_cli("search", "--space", "elasticvit-tiny", "--supernet", str(what), "--budget", "4",
+                    "--out", str(tmp_path / "run"), "--no-progress")
+        assert r.returncode == 2 and "nas convert-checkpoint" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    r = nas_cli("train", "--resume", str(run), "--no-progress")  # not a silent fresh start either
+    assert r.returncode == 2
     with pytest.raises(UserError, match="refusing to unpickle it: it holds objects other than tensors"):
-        load_checkpoint(bad, "cpu", "--supernet")
-    assert not marker.exists()
-    r = nas_cli("search", "--space", "elasticvit-tiny", "--supernet", str(bad), "--budget", "4",
-                "--out", str(tmp_path / "run"), "--no-progress")
-    assert r.returncode == 2 and "refusing to unpickle" in r.stderr and r.stderr.count("\n") == 1
-    assert not marker.exists()
+        convert_legacy(bad)  # conversion reads with weights_only=True
+    assert not marker.exists() and not (run / CHECKPOINT).exists()
     torch.load(bad, weights_only=False)  # the same file through an unrestricted load does run code
     assert marker.exists()
+
+
+def test_checkpoint_state_round_trips_exactly(tmp_path):
+    """Tensors bit for bit (bf16 and views of one storage included), int-keyed dicts, tuples, NaN."""
+    base = torch.randn(6, 4)
+    state = {"model": {"w": base, "w_t": base.t(), "half": base[:3], "b": torch.randn(3).to(torch.bfloat16),
+                       "n": torch.tensor(7)},
+             "optimizer": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(2)}},
+                           "param_groups": [{"betas": (0.9, 0.999), "params": [0], "lr": float("nan")}]},
+             "sampler": {"banks": [[[1, 2], 0.5]], "$odd": 1}, "step": 12, "ema": None}
+    from nas.train.checkpoint import write_checkpoint
+
+    write_checkpoint(tmp_path / CHECKPOINT, state)
+    back = read_checkpoint(tmp_path / CHECKPOINT)
+    for k, t in state["model"].items():
+        assert back["model"][k].dtype == t.dtype and torch.equal(back["model"][k], t)
+    assert list(back["optimizer"]["state"]) == [0]  # an int key, as torch's optimizer needs it
+    assert torch.equal(back["optimizer"]["state"][0]["exp_avg"], state["optimizer"]["state"][0]["exp_avg"])
+    assert back["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
+    assert np.isnan(back["optimizer"]["param_groups"][0]["lr"])
+    assert back["sampler"] == state["sampler"] and back["step"] == 12 and back["ema"] is None
+    only = read_checkpoint(tmp_path / CHECKPOINT, only=("model",))
+    assert only["optimizer"] is None and torch.equal(only["model"]["w"], base)
+    from safetensors.torch import load_file
+
+    assert torch.equal(load_file(tmp_path / CHECKPOINT)["model.w"], base)  # plain safetensors for other tools
+    (tmp_path / "junk").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json")
+    from nas.errors import UserError
+
+    with pytest.raises(UserError, match="not a vitnas checkpoint"):
+        read_checkpoint(tmp_path / "junk")
+
+
+@needs_fmnist
+def test_a_legacy_checkpoint_converts_and_resumes(tmp_path):
+    """A vitnas 0.1 checkpoint.pt (tensors and plain data) becomes a checkpoint.safetensors that
+    resumes to the same weights as an uninterrupted run."""
+    from nas.train.checkpoint import LEGACY
+
+    cfg = small(steps=8, checkpoint_every=4)
+    (tmp_path / "full").mkdir()
+    full = Trainer(cfg, tmp_path / "full", progress=False)
+    full.run()
+    (tmp_path / "cut").mkdir()
+    cut = Trainer(cfg, tmp_path / "cut", progress=False)
+    (tmp_path / "cut" / "config.toml").write_text(cut.cfg.to_toml())  # as `nas train` writes it
+    cut.run(stop_at=4)
+    state = read_checkpoint(tmp_path / "cut" / CHECKPOINT)
+    (tmp_path / "cut" / CHECKPOINT).unlink()
+    torch.save(dict(state, format=1), tmp_path / "cut" / LEGACY)  # as vitnas 0.1 wrote it
+    r = nas_cli("convert-checkpoint", str(tmp_path / "cut"))
+    assert r.returncode == 0 and str(tmp_path / "cut" / CHECKPOINT) in r.stdout, r.stderr
+    r = nas_cli("train", "--resume", str(tmp_path / "cut"), "--no-progress")
+    assert r.returncode == 0 and "at step 4 of 8" in r.stderr, r.stderr
+    a, b = full.supernet.state_dict(), read_checkpoint(tmp_path / "cut" / CHECKPOINT)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

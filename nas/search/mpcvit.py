@@ -187,14 +187,15 @@ def _trainer(tcfg, out: Path, progress: bool, **kw):
     """A common-trainer run in ``out``: fresh, or resumed from its checkpoint."""
     from nas.runs import write_atomic
     from nas.train.config import TrainConfig
-    from nas.train.trainer import CHECKPOINT, Trainer
+    from nas.train.checkpoint import find_checkpoint
+    from nas.train.trainer import Trainer
 
     if (out / "config.toml").exists() and TrainConfig.from_toml(out / "config.toml") != tcfg:
         raise UserError(f"{out} was trained with other settings; start a new run")
     out.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(tcfg, out, progress=progress, **kw)
-    if (out / CHECKPOINT).exists():
-        trainer.load(out / CHECKPOINT)
+    if (ckpt := find_checkpoint(out)) is not None:
+        trainer.load(ckpt)
     else:
         trainer.truncate_logs()
         write_atomic(out / "config.toml", tcfg.to_toml())
@@ -259,9 +260,9 @@ def _kd_loss(teacher):
 def _teacher_source(space, run: Path) -> tuple[Any, Path]:
     """The trainer config and checkpoint of a `nas train --arch` run of this space."""
     from nas.train.config import TrainConfig
-    from nas.train.trainer import CHECKPOINT
+    from nas.train.checkpoint import CHECKPOINT, find_checkpoint
 
-    if not (run / "config.toml").is_file() or not (run / CHECKPOINT).is_file():
+    if not (run / "config.toml").is_file() or find_checkpoint(run, "--teacher") is None:
         raise UserError(f"--teacher {run}: not a finished `nas train` run directory (config.toml and {CHECKPOINT})")
     tcfg = TrainConfig.from_toml(run / "config.toml")
     from nas.spaces import get_space
@@ -273,11 +274,11 @@ def _teacher_source(space, run: Path) -> tuple[Any, Path]:
 
 def _load_teacher(space, run: Path):
     from nas.archspec import parse_arch_text
-    from nas.train.checkpoint import load_checkpoint
+    from nas.train.checkpoint import read_checkpoint
 
     tcfg, ckpt = _teacher_source(space, run)
     net = space.build(parse_arch_text(space, tcfg.arch))
-    state = load_checkpoint(ckpt, "cpu", "--teacher")["model"]  # weights_only: a planted file runs nothing
+    state = read_checkpoint(ckpt, "cpu", "--teacher", only=("model",))["model"]
     net.load_state_dict({k.removeprefix("net."): v for k, v in state.items()})
     return net.eval().requires_grad_(False)
 

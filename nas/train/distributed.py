@@ -6,7 +6,7 @@ this one shares), and only inside its functions.
 * ``train``: a ``TorchTrainer`` whose workers each run the one trainer (trainer.py). Ray Train
   starts the process group (gloo on CPU, NCCL on GPU) and sets RANK / WORLD_SIZE / LOCAL_RANK as
   torchrun does, so the trainer shards the data and lets rank 0 write the run directory exactly
-  as under torchrun. Checkpoints are the trainer's own ``checkpoint.pt`` in the run directory
+  as under torchrun. Checkpoints are the trainer's own ``checkpoint.safetensors`` in the run directory
   (which every worker must see: one node, or a shared filesystem); when a worker dies, Ray Train
   restarts the group up to ``MAX_FAILURES`` times and every worker resumes from that checkpoint.
 * ``tune``: a Ray Tune sweep over trainer hyperparameters (lr, sampler, subnets per step); each
@@ -86,12 +86,13 @@ def workers_for(cfg: TrainConfig) -> int:
 def _train_worker(config: dict) -> None:
     import ray.train
 
-    from nas.train.trainer import CHECKPOINT, Trainer
+    from nas.train.checkpoint import find_checkpoint
+    from nas.train.trainer import Trainer
 
     out = Path(config["out"])
     trainer = Trainer(config["cfg"], out, progress=False)  # joins the process group Ray Train made
-    if (out / CHECKPOINT).exists():  # `nas train --resume`, or Ray Train restarting us after a failure
-        trainer.load(out / CHECKPOINT)
+    if (ckpt := find_checkpoint(out)) is not None:  # `nas train --resume`, or Ray Train restarting us after a failure
+        trainer.load(ckpt)
     else:
         trainer.truncate_logs()  # a failure before the first checkpoint: start over
     result = trainer.run()
@@ -99,7 +100,7 @@ def _train_worker(config: dict) -> None:
     if trainer.rank != 0:
         ray.train.report(metrics)
         return
-    # Ray Train keeps only metrics that come with a checkpoint; the real one (checkpoint.pt) stays
+    # Ray Train keeps only metrics that come with a checkpoint; the real one (checkpoint.safetensors) stays
     # in the run directory, this one holds just the summary
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "summary.json").write_text(metrics["summary"])

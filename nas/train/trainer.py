@@ -7,8 +7,8 @@ subnets, soft CE or alpha-divergence), then one AdamW step under a warm-up + cos
 and the data order by (seed, epoch), so a run resumed from a checkpoint reproduces the
 uninterrupted run bit for bit on the same machine.
 
-Run directory: config.toml, checkpoint.pt (atomic; model, EMA, optimiser, schedule, sampler and
-its banks, RNG states), steps.csv (one row per trained subnet), evals.csv (held-out accuracy of
+Run directory: config.toml, checkpoint.safetensors (atomic, no pickle: nas/train/checkpoint.py;
+model, EMA, optimiser, schedule, sampler and its banks), steps.csv (one row per trained subnet), evals.csv (held-out accuracy of
 the smallest, largest and fixed random subnets after BN recalibration), train.png.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ import copy
 import csv
 import math
 import os
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -33,12 +34,11 @@ from nas.data import Data, load_data, random_crop_flip
 from nas.errors import UserError
 from nas.spaces import get_space
 from nas.train.bn import accuracy, recalibrate_bn
-from nas.train.checkpoint import load_checkpoint, plain
+from nas.train.checkpoint import CHECKPOINT, plain, read_checkpoint, write_checkpoint
 from nas.train.config import TrainConfig
 from nas.train.losses import alpha_divergence, soft_cross_entropy
 from nas.train.samplers import Pick, make_sampler
 
-CHECKPOINT = "checkpoint.pt"
 CALIBRATION_BATCH = 128  # images per BN-recalibration batch, in training and in search alike
 STEP_FIELDS = ["step", "epoch", "lr", "level", "banks", "role", "arch_id", "macs_m", "loss", "skipped", "tokens"]
 EVAL_FIELDS = ["step", "epoch", "role", "arch_id", "macs_m", "resolution", "accuracy", "loss", "seconds"]
@@ -136,7 +136,7 @@ class Trainer:
     # ---- checkpoints --------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {
-            "format": 1, "step": self.step, "config": self.cfg.to_toml(),
+            "step": self.step, "config": self.cfg.to_toml(),
             "space": self.space.name, "space_fingerprint": self.space.fingerprint,
             "data": {"spec": self.cfg.data, "heldout": self.cfg.heldout, "seed": self.cfg.seed},
             "evaluation": {"bn_batches": self.cfg.bn_batches, "batch": CALIBRATION_BATCH},
@@ -149,16 +149,10 @@ class Trainer:
     def save(self) -> None:
         if self.rank != 0:
             return
-        path = self.out / CHECKPOINT
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("wb") as f:
-            torch.save(self.state(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
+        write_checkpoint(self.out / CHECKPOINT, self.state())
 
     def load(self, path: Path) -> None:
-        ck = load_checkpoint(path, self.device, "--resume")
+        ck = read_checkpoint(path, self.device, "--resume")
         if ck.get("space_fingerprint") != self.space.fingerprint:
             raise UserError(f"{path} was trained on a different definition of space {self.space.name!r}")
         self.supernet.load_state_dict(ck["model"])
@@ -448,9 +442,10 @@ def _load_teacher(spec: str, num_classes: int) -> nn.Module:
         raise UserError(f"teacher {spec!r}: give NAME:CHECKPOINT (weights are never downloaded)")
     if not Path(ckpt).is_file():
         raise UserError(f"teacher checkpoint {ckpt} does not exist")
-    try:
-        model = timm.create_model(name, pretrained=False, num_classes=num_classes, checkpoint_path=ckpt)
-    except RuntimeError as e:
+    try:  # weights_only: a planted pickle is refused, nothing runs (timm reads .safetensors natively)
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes)
+        timm.models.load_checkpoint(model, ckpt, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError) as e:
         raise UserError(f"teacher {spec!r}: {str(e).splitlines()[0]}") from None
     return model.eval().requires_grad_(False)
 
