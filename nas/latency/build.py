@@ -49,10 +49,11 @@ def build_table(space: SearchSpace, device: str, protocol: Protocol, out: Path |
     folder's name when ``out`` is given).
     ``limit`` stops after that many new measurements without writing the table (a partial build,
     as if interrupted; used by tests and for builds spread over several sittings)."""
-    from nas.latency.table import space_blocks
+    from nas.latency.table import is_layered, space_blocks
 
     t0 = time.perf_counter()
     specs = space_blocks(space, ROUNDING)
+    layered = is_layered(space)
     folder = Path(out) if out is not None else user_tables_dir() / (name or device)
     name = name or (folder.name if out is not None else device)
     meta_path, csv_path, log_path = table_files(folder, space)
@@ -65,12 +66,12 @@ def build_table(space: SearchSpace, device: str, protocol: Protocol, out: Path |
     with locked(folder):
         if fresh and log_path.exists():
             log_path.unlink()
-        features = None
+        features = layer_features(space, specs) if layered else None
         targets = list(specs)
         if max_blocks is not None and len(specs) > max_blocks:
             from nas.latency.fit import block_features, design_subset
 
-            features = block_features(specs)
+            features = features or block_features(specs)
             targets = design_subset(specs, features, max_blocks)
         header = {"space": space.name, "fingerprint": space.fingerprint, "device": device, "rounding": ROUNDING,
                   "protocol": protocol.as_dict(), "environment": {k: env.get(k) for k in PINNED_ENV},
@@ -86,7 +87,7 @@ def build_table(space: SearchSpace, device: str, protocol: Protocol, out: Path |
             return BuildResult(meta_path, len(done), 0, new, time.perf_counter() - t0)
         model = None
         values = {k: done[k]["median_ms"] for k in targets}
-        if len(targets) < len(specs):
+        if len(targets) < len(specs) or layered:  # a layered table always carries its model: layers outside it
             from nas.latency.fit import fit_model, predict
 
             model = fit_model(specs, features, values)
@@ -104,6 +105,17 @@ def build_table(space: SearchSpace, device: str, protocol: Protocol, out: Path |
 
 
 CONTEXT_BLOCKS = 3
+
+
+def layer_features(space, specs: dict) -> dict[str, list[float]]:
+    """The analytic features the space predicts unmeasured layers with: the model must be fitted
+    on the same numbers it is applied to."""
+    import numpy as np
+
+    parsed = [space.parse_layer_key(k) for k in specs]
+    kind = np.array([p[0] for p in parsed])
+    sig = np.array([p[1] for p in parsed], dtype=np.int64).reshape(len(parsed), -1)
+    return {k: [float(x) for x in row] for k, row in zip(specs, space.layer_features(kind, sig))}
 
 
 def _context(specs: dict, protocol: Protocol) -> list:
@@ -152,6 +164,8 @@ def _meta(space, name: str, device: str, protocol: Protocol, env: dict, csv_path
 
     from importlib.metadata import PackageNotFoundError, version
 
+    from nas.latency.table import is_layered
+
     try:
         ours = version("vitnas")
     except PackageNotFoundError:
@@ -190,6 +204,8 @@ def _meta(space, name: str, device: str, protocol: Protocol, env: dict, csv_path
     if model is not None:
         doc["model"] = model
         doc["provenance"]["fitted"] = (f"{fitted} of {measured + fitted} blocks predicted by per-kind NNLS models "
-                                       f"fitted on a designed subset of {measured} measured blocks "
-                                       f"(--max-blocks {max_blocks}; nas/latency/fit.py)")
+                                       f"fitted on {'a designed subset of ' if fitted else ''}{measured} measured blocks"
+                                       f"{f' (--max-blocks {max_blocks})' if fitted else ''}; nas/latency/fit.py"
+                                       + ("; the models also predict every layer outside the table (a signature-keyed "
+                                          "table: nas/latency/layers.py)" if is_layered(space) else ""))
     return tomli_w.dumps(doc)

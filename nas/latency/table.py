@@ -83,7 +83,12 @@ class LatencyTable:
     def compiled(self, space: SearchSpace) -> "_Compiled":
         key = f"{space.name}:{space.fingerprint}"
         if key not in self._compiled:
-            self._compiled[key] = _Compiled(self, space)
+            if is_layered(space):
+                from nas.latency.layers import LayerCompiled
+
+                self._compiled[key] = LayerCompiled(self, space)
+            else:
+                self._compiled[key] = _Compiled(self, space)
         return self._compiled[key]
 
     def predict(self, space: SearchSpace, genomes: np.ndarray, corrected: bool = True) -> np.ndarray:
@@ -100,6 +105,8 @@ class LatencyTable:
         return f"grid rounding {self.grid_rounding}"
 
     def block_rows(self, space: SearchSpace, arch: Arch) -> list[dict[str, Any]]:
+        if is_layered(space):  # a layer the table lacks comes from its fitted model: say which
+            return [{"key": k, "ms": v, "source": src} for k, v, src in self.compiled(space).rows(np.asarray([arch.genome]))]
         return [{"key": k, "ms": v} for k, v in self.breakdown(space, arch)]
 
     @property
@@ -215,6 +222,11 @@ class Correction:
         return self.scale * block_sum + self.per_block_ms * n_blocks + self.offset_ms
 
 
+def is_layered(space: SearchSpace) -> bool:
+    """Blocks keyed by a signature (``latency_layers``) rather than by a few genes (``latency_slots``)."""
+    return getattr(space, "layer_kinds", None) is not None
+
+
 def slot_choices(slot: LatencySlot, space: SearchSpace):
     """(choice indices, gene values) of every combination of the slot's factors that a valid
     architecture can reach."""
@@ -226,6 +238,8 @@ def slot_choices(slot: LatencySlot, space: SearchSpace):
 def space_blocks(space: SearchSpace, grid_rounding: str) -> dict[str, BlockSpec]:
     """Every distinct block the space's architectures use: key -> what to build and measure,
     sorted by key (the same keys prediction reads, so a built table covers the space exactly)."""
+    if is_layered(space):  # too many to enumerate: the layers of a fixed, repeatable sample
+        return space.layer_universe()
     out: dict[str, BlockSpec] = {}
     try:
         slots = space.latency_slots(grid_rounding)

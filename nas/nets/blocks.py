@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nas.nets import deepmad as dm
 from nas.nets import elasticvit as ev
 from nas.nets import nb201
 from nas.nets import vit_resnas as vr
@@ -67,6 +68,19 @@ class NB201Head(nn.Module):
         return self.classifier(self.lastact(x).mean((2, 3)))
 
 
+class DeepMADHead(nn.Module):
+    """DeepMADNet's end: the 1x1 head conv where the space has one (width > 0), global average
+    pooling and the classifier, as in ``DeepMADNet.forward``."""
+
+    def __init__(self, c: int, head: int, classes: int):
+        super().__init__()
+        self.head = dm.ConvBNReLU(c, head, 1) if head > 0 else nn.Identity()
+        self.fc = nn.Linear(head or c, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.head(x), 1), 1))
+
+
 def _first_conv(cin: int, cout: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.Hardswish())
 
@@ -83,6 +97,12 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "resnas_block": lambda cin, heads, head_dim, mlp: vr.Block(cin, heads, head_dim, mlp),
     "resnas_sr": lambda cin, side, cout: vr.SpatialReduction(cin, cout, side),
     "resnas_head": lambda cin, classes: ViTResHead(cin, classes),
+    # DeepMAD (nas/nets/deepmad.py): one layer of a super-block; the first projects in K1KXK1
+    "deepmad_stem": lambda cin, cout, k: dm.ConvBNReLU(cin, cout, k, 2),
+    "deepmad_first": lambda cin, block, cout, btn, k, stride: dm.INNER[block](cin, cout, btn, k, stride,
+                                                                               force_proj=block == "K1KXK1"),
+    "deepmad_inner": lambda cin, block, btn, k: dm.INNER[block](cin, cin, btn, k, 1, force_proj=False),
+    "deepmad_head": lambda cin, head, classes: DeepMADHead(cin, head, classes),
     # NAS-Bench-201 (nas/nets/nb201.py)
     "nb201_stem": lambda cin, cout: nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout)),
     "nb201_edge": lambda cin, op: NB201Edge(op, cin),

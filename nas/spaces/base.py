@@ -79,6 +79,18 @@ class LatencySlot:
         return genomes[:, self.active[0]] >= self.active[1]
 
 
+@dataclass(frozen=True)
+class LayerCensus:
+    """The layers of a batch of genomes, for spaces whose blocks are keyed by a signature rather
+    than by a few genes (``SearchSpace.latency_layers``): slot j of genome i is a layer of kind
+    ``kind[i, j]`` (an index into the space's ``layer_kinds``) and signature ``sig[i, j]``,
+    present ``count[i, j]`` times (0: absent)."""
+
+    kind: np.ndarray  # (n, slots) int
+    sig: np.ndarray  # (n, slots, fields) int
+    count: np.ndarray  # (n, slots) int
+
+
 class SearchSpace:
     """Base class; a family sets ``name``, ``genes``, ``vars``, ``fingerprint`` and the hooks."""
 

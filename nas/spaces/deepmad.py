@@ -40,7 +40,7 @@ import numpy as np
 
 from nas.arch import GENOME_DTYPE, Arch, Gene
 from nas.errors import UserError
-from nas.spaces.base import SearchSpace, Var
+from nas.spaces.base import BlockSpec, LayerCensus, SearchSpace, Var
 from nas.tomldoc import TomlDoc
 
 BLOCK_CLASSES = {"K1KXK1": "SuperResK1KXK1", "K1DWSEK1": "SuperResK1DWSEK1"}
@@ -331,6 +331,117 @@ class DeepMADSpace(SearchSpace):
         layers = 1 + 3 * L.sum(1) + (1 if s.head is not None else 0)
         return {"macs": macs + last * n_cls, "params": params_b + last * n_cls + n_cls, "flops": flops,
                 "params_backbone": params_b, "layers": layers.astype(float)}
+
+    # ---- latency layers --------------------------------------------------------------------
+    # The block set of a DeepMAD space (widths 1..2048, any kernel, bottleneck and side) is far too
+    # large for a dense table, so a table holds the layers it measured, keyed by their signature,
+    # and a per-kind linear model on analytic features predicts the rest (nas/latency/layers.py).
+    layer_kinds = ("deepmad_stem", "deepmad_first", "deepmad_inner", "deepmad_head")
+    SIG = ("cin", "cout", "btn", "k", "s", "side")
+
+    def latency_layers(self, genomes: np.ndarray) -> LayerCensus:
+        """Per genome: the stem, each super-block's first layer, its other L - 1 layers (one slot,
+        counted L - 1 times) and the head (1x1 head conv if any, pooling, classifier)."""
+        st = self.values(genomes)
+        n, nb = len(st.res), self.n_blocks
+        side = self.sides(st)
+        cin = st.cin
+        slots = 2 + 2 * nb
+        sig = np.zeros((n, slots, 6), dtype=np.int64)
+        kind = np.zeros((n, slots), dtype=np.int64)
+        count = np.ones((n, slots), dtype=np.int64)
+        sig[:, 0] = np.stack([np.full(n, 3), st.stem, np.zeros(n, np.int64), np.full(n, self.stem_kernel),
+                              np.full(n, 2), st.res], axis=1)
+        for j in range(nb):
+            a, b = 1 + 2 * j, 2 + 2 * j
+            kind[:, a], kind[:, b] = 1, 2
+            sig[:, a] = np.stack([cin[:, j], st.out[:, j], st.btn[:, j], st.k[:, j], st.stride[:, j], side[:, j]], axis=1)
+            sig[:, b] = np.stack([st.out[:, j], st.out[:, j], st.btn[:, j], st.k[:, j], np.ones(n, np.int64),
+                                  side[:, j + 1]], axis=1)
+            count[:, b] = st.L[:, j] - 1
+        kind[:, -1] = 3
+        head = st.head if st.head is not None else np.zeros(n, np.int64)
+        zero = np.zeros(n, np.int64)  # fields a layer does not use are 0, so equal layers share one key
+        sig[:, -1] = np.stack([st.out[:, -1], head, np.full(n, self.num_classes), zero, zero, side[:, -1]], axis=1)
+        return LayerCensus(kind, sig, count)
+
+    def layer_key(self, kind: int, sig) -> str:
+        c, o, b, k, s, r = (int(v) for v in sig)
+        name = self.layer_kinds[kind]
+        if name == "deepmad_stem":
+            return f"{name}:c{c}-o{o}-k{k}-s{s}-r{r}"
+        if name == "deepmad_head":
+            return f"{name}:c{c}-h{o}-n{b}-r{r}"
+        return f"{name}:{self.block}:c{c}-o{o}-b{b}-k{k}-s{s}-r{r}"
+
+    def parse_layer_key(self, key: str) -> tuple[int, tuple[int, ...]] | None:
+        """(kind, signature) of a key this space can read; None for other keys (another block type)."""
+        import re
+
+        name, _, rest = key.partition(":")
+        if name not in self.layer_kinds:
+            return None
+        kind = self.layer_kinds.index(name)
+        pats = {"deepmad_stem": r"c(\d+)-o(\d+)-k(\d+)-s(\d+)-r(\d+)", "deepmad_head": r"c(\d+)-h(\d+)-n(\d+)-r(\d+)"}
+        m = re.fullmatch(pats.get(name, re.escape(self.block) + r":c(\d+)-o(\d+)-b(\d+)-k(\d+)-s(\d+)-r(\d+)"), rest)
+        if m is None:
+            return None
+        v = [int(x) for x in m.groups()]
+        if name == "deepmad_stem":
+            return kind, (v[0], v[1], 0, v[2], v[3], v[4])
+        if name == "deepmad_head":
+            return kind, (v[0], v[1], v[2], 0, 0, v[3])
+        return kind, tuple(v)
+
+    def layer_spec(self, kind: int, sig) -> BlockSpec:
+        c, o, b, k, s, r = (int(v) for v in sig)
+        name = self.layer_kinds[kind]
+        if name == "deepmad_stem":
+            return BlockSpec.of(name, (c, r, r), cout=o, k=k)
+        if name == "deepmad_head":
+            return BlockSpec.of(name, (c, r, r), head=o, classes=b)
+        if name == "deepmad_first":
+            return BlockSpec.of(name, (c, r, r), block=self.block, cout=o, btn=b, k=k, stride=s)
+        return BlockSpec.of(name, (c, r, r), block=self.block, btn=b, k=k)
+
+    def layer_features(self, kind: np.ndarray, sig: np.ndarray) -> np.ndarray:
+        """(..., 4): FLOPs (2 x MACs), elements written by all operators, operators, 1 -- the
+        features nas/latency/fit.py fits on, computed analytically (torch-free) for any batch."""
+        c, o, b, k, s, h = (sig[..., i].astype(float) for i in range(6))
+        ho = np.ceil(h / np.maximum(s, 1))
+        first = kind == 1
+        if self.block == "K1KXK1":
+            proj = first.astype(float)  # the first layer always projects (force_proj), inner ones never
+            pool = (first & (s == 2)).astype(float)
+            macs_b = c * b * h ** 2 + b * b * k * k * ho ** 2 + b * o * ho ** 2 + proj * c * o * ho ** 2
+            elems_b = 3 * b * h ** 2 + 3 * b * ho ** 2 + 4 * o * ho ** 2 + pool * c * ho ** 2 + proj * 2 * o * ho ** 2
+            ops_b = 10 + pool + 2 * proj
+        else:
+            se = se_channels(sig[..., 2]).astype(float)
+            res = (c == o).astype(float)
+            pool = res * (s == 2)
+            macs_b = c * b * h ** 2 + b * k * k * ho ** 2 + 2 * b * se + b * o * ho ** 2
+            elems_b = 3 * b * h ** 2 + 4 * b * ho ** 2 + 4 * b + 3 * se + 3 * o * ho ** 2 + res * (pool * c * ho ** 2 + o * ho ** 2)
+            ops_b = 17 + res * (1 + pool)
+        hd = o  # head width (0: no head conv)
+        wide = np.where(hd > 0, hd, c)
+        macs = np.select([kind == 0, kind == 3], [c * o * k * k * ho ** 2, (hd > 0) * c * hd * h ** 2 + wide * b], macs_b)
+        elems = np.select([kind == 0, kind == 3], [3 * o * ho ** 2, (hd > 0) * 3 * hd * h ** 2 + wide + b], elems_b)
+        ops = np.select([kind == 0, kind == 3], [np.full_like(c, 3.0), (hd > 0) * 3 + 3.0], ops_b)
+        return np.stack([2 * macs, elems, ops, np.ones_like(c)], axis=-1)
+
+    def layer_universe(self, samples: int = 256) -> dict[str, BlockSpec]:
+        """The layers a table is built from: those of the presets, the solver's seeds and
+        ``samples`` architectures drawn on the solver's grid (seed 0), so a build is repeatable."""
+        genomes = [a.genome for a in (*self.presets().values(), *self.seeds().values())]
+        g = np.concatenate([np.asarray(genomes, dtype=GENOME_DTYPE).reshape(-1, len(self.genes)),
+                            self.sample(np.random.default_rng(0), samples)])
+        census = self.latency_layers(g)
+        out = {}
+        for kind, sig, cnt in zip(census.kind.ravel(), census.sig.reshape(-1, 6), census.count.ravel()):
+            if cnt > 0:
+                out.setdefault(self.layer_key(int(kind), sig), self.layer_spec(int(kind), sig))
+        return dict(sorted(out.items()))
 
     # ---- the block-list encoding -----------------------------------------------------------
     def structure(self, arch: Arch) -> list[dict[str, int]]:
