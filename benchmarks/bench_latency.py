@@ -1,10 +1,13 @@
 """Latency-table prediction throughput (architectures per second) on one core.
 
     python benchmarks/bench_latency.py [--device pixel6]
+    python benchmarks/bench_latency.py --space deepmad-resnet --build   # a signature-keyed table
 
 Prints: table load + compile time; vectorised prediction throughput at several batch sizes;
 one-architecture-at-a-time throughput for comparison; and the cost of sampling and canonicalising
-the genomes themselves. Pinned to one core.
+the genomes themselves. Pinned to one core. ``--build`` first builds a small table for the space
+on this machine (local-cpu, quick protocol, 40 measured layers; for spaces such as DeepMAD's, whose
+tables are signature-keyed with a fitted model) and times prediction on it.
 """
 from __future__ import annotations
 
@@ -49,16 +52,33 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="pixel6")
     p.add_argument("--space", default="elasticvit")
+    p.add_argument("--build", action="store_true", help="build a small local-cpu table first and use it")
     a = p.parse_args()
     space = get_space(a.space)
+    if a.build:
+        import tempfile
+        from pathlib import Path
+
+        from nas.latency.build import build_table
+        from nas.latency.measure import Protocol
+
+        quick = Protocol(repeats=5, warmup=1, warmup_ms=0, min_sample_ms=0.2, retries=0, passes=1)
+        t = time.perf_counter()
+        r = build_table(space, "local-cpu", quick, out=Path(tempfile.mkdtemp()) / "bench-cpu", max_blocks=40,
+                        progress=False)
+        a.device = str(r.table.parent)
+        print(f"built {r.table} ({r.measured} measured, {r.fitted} fitted) in {time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
     table = load_table(a.device, space, check=False)
     t_load = time.perf_counter() - t
     t = time.perf_counter()
     table.missing_keys(space)  # compiles the dense per-block arrays
     t_compile = time.perf_counter() - t
-    print(f"space {space.name}, device {a.device}: {len(table.ms)} table entries, "
-          f"{len(table.compiled(space).slots)} blocks per architecture (max)")
+    compiled = table.compiled(space)
+    per_arch = (f"{len(compiled.slots)} blocks per architecture (max)" if hasattr(compiled, "slots") else
+                f"{space.latency_layers(space.sample(np.random.default_rng(0), 1)).kind.shape[1]} layer slots per "
+                f"architecture, {len(compiled.codes)} keyed rows + per-kind models")
+    print(f"space {space.name}, device {a.device}: {len(table.ms)} table entries, {per_arch}")
     print(f"load {t_load * 1e3:.0f} ms, compile + exact coverage check {t_compile * 1e3:.0f} ms")
     _CACHE.clear()
 

@@ -2,6 +2,8 @@
 
     python benchmarks/bench_proxies.py correlation [--n 1000] [--out DIR]   # resumable with --out
     python benchmarks/bench_proxies.py throughput [--n 5]
+    python benchmarks/bench_proxies.py grasp-pool
+    python benchmarks/bench_proxies.py asvit
 
 1. ``correlation``: scores N NB201 architectures (sampled with seed 0) with each proxy on the
    shipped CIFAR-10 mini-batch (20 real test images) and prints Spearman and Kendall against the
@@ -10,6 +12,10 @@
 2. ``throughput``: milliseconds per architecture for each proxy on nb201 (32 px), elasticvit-tiny
    (resized to the arch's 32-64 px), asvit-tiny (64 px) and elasticvit (224 px batch, the arch's
    own resolution); a proxy that cannot run on a space's models says why.
+3. ``grasp-pool``: GraSP on NB201's all-pooling cell with the shipped average pooling (a fixed
+   depthwise sum) against ``nn.AvgPool2d(count_include_pad=False)``: seconds each, and the values.
+4. ``asvit``: `nas search --space asvit-tiny --strategy asvit` end to end in a fresh process (64 px,
+   100 REINFORCE steps, scaling to 5 M parameters): wall time and peak RSS.
 """
 from __future__ import annotations
 
@@ -78,9 +84,57 @@ def throughput(n: int, spaces: list[str]) -> None:
             print(f"{p:>18} {1e3 * (time.perf_counter() - t) / n:>10.1f}")
 
 
+def grasp_pool(repeats: int = 3) -> None:
+    import numpy as np
+    import torch.nn as nn
+
+    import nas.nets.nb201 as nb201_nets
+    from nas.archspec import parse_arch_text
+    from nas.scorers import ProxyScorer
+    from nas.spaces import get_space
+
+    space = get_space("nb201")
+    cell = "|avg_pool_3x3~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|avg_pool_3x3~0|avg_pool_3x3~1|avg_pool_3x3~2|"
+    genome = np.asarray(parse_arch_text(space, cell).genome)
+    shipped = nb201_nets.AvgPool3x3
+    print(f"GraSP on the all-pooling NB201 cell, 2 threads, median of {repeats} after a warm-up")
+    values = {}
+    for name, pool in (("depthwise sum (shipped)", shipped),
+                       ("nn.AvgPool2d(count_include_pad=False)", lambda: nn.AvgPool2d(3, 1, 1, count_include_pad=False))):
+        nb201_nets.AvgPool3x3 = pool  # make_op looks the class up at build time
+        try:
+            sc = ProxyScorer(space, "grasp", 0, 2)
+            sc(genome)
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                values[name] = sc(genome)["grasp"]
+                times.append(time.perf_counter() - t)
+        finally:
+            nb201_nets.AvgPool3x3 = shipped
+        values[name + " s"] = sorted(times)[len(times) // 2]
+        print(f"{name:>40}  {values[name + ' s']:8.3f} s   grasp = {values[name]:.6g}")
+    a, b = (values[k + " s"] for k in ("nn.AvgPool2d(count_include_pad=False)", "depthwise sum (shipped)"))
+    print(f"{'factor':>40}  {a / b:8.1f}x")
+
+
+def asvit_end_to_end() -> None:
+    import resource
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "nas.cli", "search", "--space", "asvit-tiny", "--strategy", "asvit",
+               "--out", f"{tmp}/run", "--no-progress"]
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
+        wall = time.perf_counter() - t
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    print(f"`nas search --space asvit-tiny --strategy asvit` (fresh process): {wall:.0f} s wall, {rss:.2f} GB peak RSS")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["correlation", "throughput"])
+    ap.add_argument("what", choices=["correlation", "throughput", "grasp-pool", "asvit"])
     ap.add_argument("--n", type=int)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--proxies", default=CORR_PROXIES)
@@ -88,6 +142,10 @@ def main() -> None:
     a = ap.parse_args()
     if a.what == "correlation":
         correlation(a.n or 1000, a.out, a.proxies)
+    elif a.what == "grasp-pool":
+        grasp_pool()
+    elif a.what == "asvit":
+        asvit_end_to_end()
     else:
         throughput(a.n or 5, a.spaces.split(","))
 

@@ -10,7 +10,9 @@
    (wall time and driver CPU time per evaluation) and through a whole nsga2 search (local vs
    Ray: the difference is what Ray adds per evaluation). A LUT-only search has no expensive
    metric, so it never starts Ray: its cheap metrics stay vectorised in the driver (see
-   bench_search.py), and Ray adds nothing to it.
+   bench_search.py), and Ray adds nothing to it. The driver CPU of the 1-actor imap is split by
+   cProfile into Ray's own calls (functions in the ray package: task submission, ray.wait,
+   ray.get) and the rest (our dispatch loop), applied as shares to the unprofiled CPU time.
 """
 from __future__ import annotations
 
@@ -60,6 +62,27 @@ def drain(runner, genomes: np.ndarray) -> tuple[float, float]:
     return time.perf_counter() - t, time.process_time() - c
 
 
+def profiled_ray_share(runner, genomes: np.ndarray) -> float:
+    """Share of the driver's profiled time spent inside the ray package."""
+    import cProfile
+    import pstats
+
+    import ray
+
+    prof = cProfile.Profile()
+    prof.runcall(drain, runner, genomes)
+    stats = pstats.Stats(prof).stats
+    root = str(Path(ray.__file__).parent)
+    total = sum(v[2] for v in stats.values())  # tottime: each function's own time, no double counting
+    in_ray = 0.0
+    for (file, _, name), (_, _, tt, _, callers) in stats.items():
+        if file.startswith(root) or (file == "~" and "ray." in name):  # ray's Python, or its compiled _raylet
+            in_ray += tt
+        elif file == "~":  # another builtin: charged to its callers, pro rata
+            in_ray += sum(c[2] for (cfile, _, _), c in callers.items() if cfile.startswith(root))
+    return in_ray / total
+
+
 def ray_runner(factory, workers: int) -> RayRunner:
     r = RayRunner(factory, address="local", workers=workers, threads=1)
     r.start(ready=workers)
@@ -99,8 +122,15 @@ def overhead(n: int, budget: int) -> None:
         r = ray_runner(partial(trivial_evaluator, NASWOT), workers)
         drain(r, genomes[:50])
         wall, cpu = drain(r, genomes)
+        if workers == 1:
+            ray_share = profiled_ray_share(r, genomes)
         r.close()
         print(f"{f'ray, {workers} worker' + 's' * (workers > 1):>16s} {1e6 * wall / n:13.1f} {1e6 * cpu / n:19.1f}")
+        if workers == 1:
+            one_cpu = cpu
+    print(f"driver CPU, 1 worker, split by cProfile: Ray's own calls {100 * ray_share:.0f} % "
+          f"({1e6 * one_cpu * ray_share / n:.0f} us/eval), the runner's dispatch loop {100 * (1 - ray_share):.0f} % "
+          f"({1e6 * one_cpu * (1 - ray_share) / n:.0f} us/eval)")
 
     print(f"\nwhole nsga2 search with the trivial metric, budget {budget}, population 100")
     print(f"{'runner':>16s} {'wall s':>7s} {'us/eval':>8s} {'added by Ray':>13s}")
