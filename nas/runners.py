@@ -75,7 +75,14 @@ def connect(address: str) -> bool:
         raise UserError(f"--ray {address}{' (from RAY_ADDRESS)' if given != address else ''} is a dashboard address: "
                         "give the cluster's HOST:6379, ray://HOST:10001 or auto")
     if address == "local":
-        ray.init(address="local", include_dashboard=False)
+        import tempfile
+
+        # its own temp dir (short: Ray's socket paths must fit 107 bytes), and a reaper that stops
+        # every process under it if this driver dies without ray.shutdown() (kill -9): Ray's agents
+        # (DashboardAgent, RuntimeEnvAgent) would otherwise outlive it
+        tmp = tempfile.mkdtemp(prefix="vitnas-ray-")
+        ray.init(address="local", include_dashboard=False, _temp_dir=tmp)
+        _start_reaper(tmp)
         return True
     if address != "auto":
         _probe(address)  # ray.init retries an unreachable address for minutes
@@ -85,6 +92,59 @@ def connect(address: str) -> bool:
         raise UserError(f"--ray {address}: cannot join that Ray cluster ({str(e).splitlines()[0]}); "
                         "start one with `ray start --head`, or give its address") from None
     return True
+
+
+def _start_reaper(tmp: str) -> None:
+    import subprocess
+
+    subprocess.Popen([sys.executable, "-c", "import sys; from nas.runners import reap; reap(int(sys.argv[1]), sys.argv[2])",
+                      str(os.getpid()), tmp], start_new_session=True, stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True)
+
+
+def session_pids(tmp: str) -> list[int]:
+    """Processes whose command line names ``tmp``: the Ray session started there (raylet, GCS,
+    agents and workers all get its session directory as an argument)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read().decode(errors="replace")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if tmp in cmd and "nas.runners import reap" not in cmd:
+            out.append(int(d))
+    return out
+
+
+def reap(driver: int, tmp: str, poll_s: float = 0.5) -> None:
+    """Wait for ``driver`` to exit, then stop what is left of the Ray session under ``tmp``
+    (SIGTERM, then SIGKILL after 5 s) and remove the directory. After a clean ray.shutdown()
+    there is nothing left and this only removes the directory."""
+    import shutil
+    import signal
+
+    while True:
+        try:
+            os.kill(driver, 0)
+        except ProcessLookupError:
+            break
+        except PermissionError:  # pid reused by another user's process: ours is gone
+            break
+        time.sleep(poll_s)
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+        pids = session_pids(tmp)
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + wait
+        while pids and session_pids(tmp) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def disconnect(owned: bool) -> None:
@@ -120,6 +180,19 @@ class _Worker:
 
     def score(self, genome: np.ndarray) -> tuple[dict[str, float], str | None, float]:
         return score_one(self.evaluator, genome)
+
+    def placement(self) -> dict:
+        """The GPUs Ray gave this actor, as CUDA sees them, and where the evaluator runs."""
+        import ray
+
+        gpus = [str(g) for g in ray.get_gpu_ids()]
+        cuda = False
+        if gpus:
+            import torch
+
+            cuda = torch.cuda.is_available()
+        return {"gpu_ids": gpus, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+                "device": "cuda" if cuda else "cpu"}
 
 
 class RayRunner:
@@ -177,6 +250,18 @@ class RayRunner:
         for k in range(n):
             self._ping(k)
         self._wait_ready(ready)
+        if gpus and self.ready:  # GPUs given (logical ones, say) where CUDA cannot use them: say it once
+            k = next(iter(self.ready))
+            p = ray.get(self.actors[k].placement.remote())
+            if p["device"] == "cpu":
+                print(f"warning: Ray gave the workers GPUs ({p['cuda_visible_devices']} on the first) but no CUDA is "
+                      "usable there; they evaluate on CPU", file=sys.stderr)
+
+    def placements(self) -> list[dict]:
+        """``placement()`` of every ready actor (GPU ids, CUDA_VISIBLE_DEVICES, device)."""
+        import ray
+
+        return ray.get([self.actors[k].placement.remote() for k in sorted(self.ready)])
 
     def _wait_ready(self, n: int) -> None:
         while len(self.ready) < min(n, len(self.actors) - len(self._gone)):
