@@ -20,6 +20,7 @@ import argparse
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -108,6 +109,7 @@ def throughput(n: int) -> None:
         rates[workers] = n / wall
         eff = f"{100 * rates[workers] / (workers * rates[1]):9.0f}%"
         print(f"{f'ray, {workers} worker' + 's' * (workers > 1):>16s} {rates[workers]:9.1f} {1e3 * wall / n:8.1f} {eff:>10s}")
+    return rates
 
 
 def overhead(n: int, budget: int) -> None:
@@ -118,10 +120,12 @@ def overhead(n: int, budget: int) -> None:
     local = LocalRunner(trivial_evaluator(NASWOT))
     wall, cpu = drain(local, genomes)
     print(f"{'local':>16s} {1e6 * wall / n:13.1f} {1e6 * cpu / n:19.1f}")
+    per_eval = {}
     for workers in (1, 2):
         r = ray_runner(partial(trivial_evaluator, NASWOT), workers)
         drain(r, genomes[:50])
         wall, cpu = drain(r, genomes)
+        per_eval[workers] = 1e6 * wall / n
         if workers == 1:
             ray_share = profiled_ray_share(r, genomes)
         r.close()
@@ -148,23 +152,82 @@ def overhead(n: int, budget: int) -> None:
         base = base if base is not None else per
         added = f"{per - base:12.1f}" if name != "local" else ""
         print(f"{name:>16s} {wall:7.2f} {per:8.1f} {added:>13s}")
+    return per_eval
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=240, help="architectures for the throughput part")
     p.add_argument("--quick", action="store_true", help="small sizes, to check the script runs")
+    p.add_argument("--no-head", action="store_true", help="skip the `ray start --head` job cluster part")
     a = p.parse_args()
     import ray
 
+    figures = {}
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
-        print(f"local Ray instance: {ray.cluster_resources().get('CPU', 0):g} CPUs "
+        print(f"in-process local Ray instance: {ray.cluster_resources().get('CPU', 0):g} CPUs "
               f"(machine: {os.cpu_count()} cores)\n")
-        throughput(24 if a.quick else a.n)
-        overhead(200 if a.quick else 4000, 300 if a.quick else 3000)
+        figures["in-process"] = (throughput(24 if a.quick else a.n), overhead(200 if a.quick else 4000, 300 if a.quick else 3000))
     finally:
         ray.shutdown()
+    if a.no_head:
+        return
+    with job_cluster() as address:
+        ray.init(address=address, log_to_driver=False)
+        try:
+            print(f"\njob cluster: `ray start --head` at {address} with the dashboard, "
+                  f"{ray.cluster_resources().get('CPU', 0):g} CPUs\n")
+            figures["head"] = (throughput(24 if a.quick else a.n), overhead(200 if a.quick else 4000, 300 if a.quick else 3000))
+        finally:
+            ray.shutdown()
+    (t0, o0), (t1, o1) = figures["in-process"], figures["head"]
+    print("\njob cluster / in-process cluster")
+    for w in (1, 2):
+        print(f"  {w} worker{'s' * (w > 1)}: throughput ratio {t1[w] / t0[w]:.2f}, imap overhead per evaluation ratio "
+              f"{o1[w] / o0[w]:.2f}")
+
+
+@contextmanager
+def job_cluster():
+    """A head as `ray start --head --block` starts it (dashboard and Jobs API on), on loopback, in
+    its own temp dir; stopped by its own pids afterwards."""
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    from nas.runners import session_pids
+
+    def free() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    tmp, port, dash = tempfile.mkdtemp(prefix="vb-", dir="/tmp"), free(), free()
+    ray_bin = Path(sys.executable).parent / "ray"
+    proc = subprocess.Popen([str(ray_bin), "start", "--head", "--block", "--port", str(port), "--num-cpus",
+                             str(os.cpu_count()), "--include-dashboard=true", "--dashboard-host", "127.0.0.1",
+                             "--dashboard-port", str(dash), "--temp-dir", tmp, "--disable-usage-stats"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{dash}/api/version", timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError("ray start --head failed")
+                time.sleep(0.5)
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+        for pid in session_pids(tmp):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
