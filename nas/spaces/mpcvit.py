@@ -239,7 +239,7 @@ class MpcViTSpace(SearchSpace):
         return {"macs": macs.astype(np.int64), "params": np.full(len(g), self.param_count(), dtype=np.int64)}
 
     # ---- MPC operator inventory (read by nas/latency/mpc.py) -----------------------------------
-    MPC_OPS = ("matmul", "bmm", "trunc", "layernorm", "softmax", "rsattn", "scalattn", "gelu", "relu")
+    MPC_OPS = ("share", "matmul", "bmm", "trunc", "layernorm", "softmax", "rsattn", "scalattn", "gelu", "relu")
 
     def mpc_ops_needed(self) -> set[str]:
         return set(self.MPC_OPS)
@@ -253,7 +253,9 @@ class MpcViTSpace(SearchSpace):
         C, M, N, D, K, L = self.dim, self.hidden, self.tokens, self.head_dim, self.num_classes, self.layers
         P, F = N - 1, self.in_chans * self.patch ** 2
         one, lay = np.ones(n), np.ones((n, L))
-        ops = [MpcOp("embed", "matmul", one, one, P * F + F * C, P * F * C, P * C)]
+        # the image secret-shared by the client (the weights are shared once, offline)
+        ops = [MpcOp("input", "share", one, one, self.in_chans * self.resolution ** 2, self.in_chans * self.resolution ** 2),
+               MpcOp("embed", "matmul", one, one, P * F + F * C, P * F * C, P * C)]
 
         def linear(key, rows, cin, cout):
             ops.append(MpcOp(key, "matmul", lay, lay, rows * cin + cin * cout, rows * cin * cout, rows * cout))
