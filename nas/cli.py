@@ -67,6 +67,10 @@ re-run the same command to resume an interrupted build; --fresh starts over""",
   nas lut validate --space elasticvit-tiny --device local-cpu --n 100
   nas lut validate --space nb201 --device local-cpu --n 60 --calibrate 12 --json
   nas lut validate --space elasticvit-tiny --device ./tables/laptop --no-save   # report only, keep the table as is""",
+    "lut spu-calibrate": """examples:
+  python3 -m venv ~/spu-venv && ~/spu-venv/bin/pip install spu==0.9.5     # once; never into vitnas's venv
+  nas lut spu-calibrate --spu-python ~/spu-venv/bin/python --out semi2k.csv
+then point a device TOML's `ops` at semi2k.csv (docs/mpc.md); ~1-3 minutes on 2 cores""",
     "design": """examples:
   nas design --space deepmad-resnet --max-flops 4.13G --max-params 25.55M             # DeepMAD-R50's budgets
   nas design --space deepmad-mobilenet --max-flops 4.5G --max-params 29M --rho 0.5 --json
@@ -286,6 +290,14 @@ def _parser() -> argparse.ArgumentParser:
     lv.add_argument("--no-save", action="store_true", help="do not write the correction into the table")
     lv.add_argument("--no-progress", action="store_true")
     lv.add_argument("--json", action="store_true")
+
+    sc = lcmd("spu-calibrate", "regenerate the SEMI2K MPC protocol table with SecretFlow SPU's simulator (its own venv)")
+    sc.add_argument("--spu-python", required=True, metavar="PYTHON",
+                    help="the Python of a separate venv with spu==0.9.5 (numpy < 2, jax 0.4.34); never vitnas's own")
+    sc.add_argument("--out", type=Path, default=Path("semi2k.csv"),
+                    help="protocol table to write (default ./semi2k.csv; the shipped one is predictors/mpc-protocols/semi2k.csv)")
+    sc.add_argument("--from-output", type=Path, metavar="FILE", help=argparse.SUPPRESS)  # recorded probe output
+    sc.add_argument("--json", action="store_true")
 
     de = cmd("design", "design a network by solving a mathematical program (DeepMAD), no training")
     de.add_argument("--space", required=True, help="a DeepMAD space: deepmad-resnet, deepmad-mobilenet, deepmad-tiny")
@@ -839,7 +851,21 @@ def cmd_devices(a: argparse.Namespace) -> str:
 
 
 def cmd_lut(a: argparse.Namespace) -> str:
-    return {"build": cmd_lut_build, "validate": cmd_lut_validate}[a.lut_command](a)
+    return {"build": cmd_lut_build, "validate": cmd_lut_validate, "spu-calibrate": cmd_lut_spu}[a.lut_command](a)
+
+
+def cmd_lut_spu(a: argparse.Namespace) -> str:
+    from nas.latency.spu_calibration import calibrate
+
+    r = calibrate(a.spu_python, a.out, probe_output=a.from_output)
+    if a.json:
+        return json.dumps(r, indent=2)
+    lines = [f"{r['table']}: {len(r['rows'])} operators from spu {r['spu']} SEMI2K (heads batched per layer below)",
+             f"{'model':>14} {'sim actions':>12} {'model rounds':>13} {'sim MiB':>8} {'model MiB':>10} {'bytes':>7}"]
+    for m in r["models"]:
+        lines.append(f"{m['model']:>14} {m['sim_actions']:>12} {m['model_rounds']:>13.0f} {m['sim_mib']:>8.1f} "
+                     f"{m['model_mib']:>10.1f} {100 * (m['model_mib'] / m['sim_mib'] - 1):>+6.1f}%")
+    return "\n".join(lines)
 
 
 def cmd_lut_build(a: argparse.Namespace) -> str:
