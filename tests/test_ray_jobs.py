@@ -94,8 +94,6 @@ def _wait(client, job: str) -> str:
 
 
 def test_ray_job_submit_runs_a_search_equal_to_the_local_one(head, local, tmp_path):
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
     out = tmp_path / "job"
     wd = tmp_path / "wd"
     wd.mkdir()
@@ -106,19 +104,14 @@ def test_ray_job_submit_runs_a_search_equal_to_the_local_one(head, local, tmp_pa
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "succeeded" in r.stdout.lower()
     assert "evaluated 24 architectures" in r.stdout  # the job's own output, streamed back
-    assert "search:" in r.stdout or "it/s" in r.stdout or "arch/s" in r.stdout  # progress lines reach the log
+    assert "search:" in r.stdout and "24/24" in r.stdout  # the progress bar's lines reach the job log
     assert (out / "pareto.csv").read_bytes() == (local / "pareto.csv").read_bytes()
     cfg = (out / "config.toml").read_text()
     assert 'ray = "local"' in cfg  # a resume joins the cluster in RAY_ADDRESS again, as the job did
-    # the Python client: the same search, the same front
-    client = JobSubmissionClient(head["url"])
-    job = client.submit_job(entrypoint=" ".join(["nas", *SEARCH, *ON_RAY, "--out", str(tmp_path / "py"),
-                                                 "--no-progress"]))
-    assert _wait(client, job) == JobStatus.SUCCEEDED, client.get_job_logs(job)[-3000:]
-    assert (tmp_path / "py" / "pareto.csv").read_bytes() == (local / "pareto.csv").read_bytes()
 
 
 def test_a_stopped_job_resumes_as_a_new_job_without_recomputing(head, local, tmp_path):
+    """Through the Python JobSubmissionClient this time."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     client = JobSubmissionClient(head["url"])
