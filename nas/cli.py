@@ -75,7 +75,7 @@ re-run the same command to resume an interrupted build; --fresh starts over""",
   nas design --space deepmad-resnet --evaluate deepmad-r50 --json                      # score a given structure
   nas design --space deepmad-resnet --evaluate runs/tiny-design/structure.json""",
     "spaces": "examples:\n  nas spaces\n  nas spaces --json",
-    "devices": "examples:\n  nas devices\n  nas devices --json",
+    "devices": "examples:\n  nas devices                  # kind: blocks (summed per block), mpc (analytic), network (one value per architecture)\n  nas devices --json",
 }
 
 
@@ -820,13 +820,16 @@ def cmd_devices(a: argparse.Namespace) -> str:
         for meta in sorted(folder.glob("*.toml")):
             t = load_any(meta)
             prov = t.meta.get("provenance", {})
-            rows.append({"device": device, "kind": t.kind, "family": t.family, "description": t.meta.get("description", ""),
+            rows.append({"device": device, "kind": t.kind, "family": t.family,
+                         **({"space": t.space_name} if t.kind == "network" else {}),
+                         "description": t.meta.get("description", ""),
                          "entries": t.entries, "version": t.version, "grid_rounding": t.grid_rounding,
                          "source": prov.get("source", ""), "licence": prov.get("licence", ""), "path": str(meta)})
     if a.json:
         return json.dumps(rows, indent=2)
-    return "\n".join(f"{r['device']:24s} {r['kind']:6s} {r['family']:12s} {r['entries']:6d} "
-                     f"{'ops' if r['kind'] == 'mpc' else 'blocks'}  {r['description']}\n"
+    unit = {"mpc": "ops", "network": "archs"}
+    return "\n".join(f"{r['device']:24s} {r['kind']:7s} {r.get('space', r['family']):12s} {r['entries']:6d} "
+                     f"{unit.get(r['kind'], 'blocks'):6s} {r['description']}\n"
                      f"{'':24s} {r['version']}  licence: {r['licence']}" for r in rows)
 
 
