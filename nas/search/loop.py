@@ -120,11 +120,11 @@ def prepare(cfg: SearchConfig) -> Session:
 
     def feasible(x: np.ndarray) -> np.ndarray:
         cheap = evaluator.cheap(space.to_genomes(x))
-        return np.all([c.violation(cheap[c.column]) <= 0 for c in constraints], axis=0) if constraints else \
-            np.ones(len(x), dtype=bool)
+        return np.all([c.violation(cheap[c.column]) <= 0 for c in constraints], axis=0)
 
     problem = Problem(tuple(v.name for v in space.vars), space.var_sizes, len(objectives), len(constraints),
-                      space.sample_vectors, identify=history.identify, is_known=history.is_known, feasible=feasible)
+                      space.sample_vectors, identify=history.identify, is_known=history.is_known,
+                      feasible=feasible if constraints else None)
     searcher = make_searcher(cfg.strategy, problem, seed=cfg.seed, population=cfg.population, preset=cfg.preset)
     fingerprints = {"space": space.fingerprint, **{f"table.{t.device}": t.version for t in tables},
                     **{f"metric.{m.name}": m.version for m in metrics}}
