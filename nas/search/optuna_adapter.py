@@ -61,7 +61,8 @@ class _OptunaSearcher:
         return {n: int(v) for n, v in zip(self.problem.names, x)}
 
     def _vector(self, trial) -> np.ndarray:
-        return np.array([trial.params[n] for n in self.problem.names], dtype=np.int64)
+        params = trial.params  # a deep copy per access
+        return np.array([params[n] for n in self.problem.names], dtype=np.int64)
 
     def ask(self) -> np.ndarray:
         self._slide_window()
