@@ -53,6 +53,7 @@ class _OptunaSearcher:
             first = np.concatenate([first, problem.sample(rng0, n0 - len(first))])
         for x in first:
             self.study.enqueue_trial(self._params(x))
+        self._queued = len(first)  # optuna asks enqueued trials first, in order
         self._pending: list = []
         self.done: list[optuna.trial.FrozenTrial] = []  # every completed trial, for the window
         self._base = self._since = 0  # trials the current study started with; len(done) then
@@ -81,6 +82,9 @@ class _OptunaSearcher:
         last = None
         for _ in range(max(self.reasks, 1)):
             trial = self.study.ask(self.dists)
+            if self._queued:  # one we enqueued (the first population, a replacement): chosen already
+                self._queued -= 1
+                return trial
             x = self._vector(trial)
             if self.problem.usable(x[None], chosen)[0]:
                 return trial
@@ -92,7 +96,7 @@ class _OptunaSearcher:
             y = fill(self.problem, 1, lambda k: self.problem.sample(self.rng, k), chosen, relax=True)
         if not len(y):
             return None
-        self.study.enqueue_trial(self._params(y[0]))
+        self.study.enqueue_trial(self._params(y[0]))  # nothing else waits: the first population is asked first
         return self.study.ask(self.dists)
 
     def tell(self, x: np.ndarray, f: np.ndarray, g: np.ndarray) -> None:
@@ -116,7 +120,7 @@ class _OptunaSearcher:
         keep = np.sort(np.concatenate([best, self.rng.choice(rest, size=self.window - best.size, replace=False)]))
         self.study = optuna.create_study(directions=self.directions, sampler=self.sampler)
         self.study.add_trials([self.done[i] for i in keep])
-        self._base, self._since = len(keep), n
+        self._base, self._since, self._queued = len(keep), n, 0
 
 
 @STRATEGIES.register("optuna-nsga2")
