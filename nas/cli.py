@@ -129,7 +129,8 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"architectures to evaluate (default {SearchConfig.budget}: minutes on 2 cores with naswot); "
                         "with --strategy asvit, REINFORCE steps (default: the space's reinforce_steps)")
     s.add_argument("--population", type=int, default=None,
-                   help=f"population / batch size (default {SearchConfig.population}; a --preset's initial population)")
+                   help=f"population / batch size (default {SearchConfig.population}; a --preset's initial population; "
+                        "optuna-tpe: a random start of min(P, 16), batches of min(P, 8))")
     s.add_argument("--preset", help="a published configuration of the strategy: resnas (ViT-ResNAS's evolution: 500 + 19 x "
                                     "150 evaluations, MACs in [0.975 C, C] for C = --max-macs) or elasticvit (ElasticViT's; "
                                     "MACs in [T, T + 20] for T = --min-macs)")
