@@ -1,6 +1,7 @@
 """Search quality on NAS-Bench-201, held to the true Pareto front of all 15,625 cells.
 
     python benchmarks/bench_search_quality.py [--seeds 10] [--slow-seeds 5] [--strategies a,b] [--json FILE]
+    python benchmarks/bench_search_quality.py --scale     # optuna strategies at 2,000 evaluations
 
 The problem is a benchmark run that needs no files: objectives max:nb201-cifar10 (the shipped
 CIFAR-10 test accuracy), latency on fpga and on gold_6226 (two shipped devices with continuous
@@ -114,13 +115,38 @@ def run_one(truth: Truth, strategy: str, seed: int, constraint: str | None, out:
             "evaluated": res.evaluated}
 
 
+def scale(budget: int = 2000) -> None:
+    """Wall time of the optuna strategies at ``budget`` evaluations: on this NB201 table problem and
+    on ElasticViT's LUT problem (28 variables; latency on pixel6, max:params, latency <= 25 ms)."""
+    from nas.config import SearchConfig
+    from nas.search.loop import prepare, run
+
+    problems = {"nb201 table": dict(space="nb201", devices=DEVICES, objectives=OBJECTIVES),
+                "elasticvit LUT": dict(space="elasticvit", devices=("pixel6",), objectives="latency,max:params",
+                                       max_latency=25.0)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, fields in problems.items():
+            for strategy in SLOW:
+                session = prepare(SearchConfig(strategy=strategy, budget=budget, population=32, seed=0, **fields))
+                out = Path(tmp) / f"{label}-{strategy}".replace(" ", "-")
+                out.mkdir()
+                t = time.perf_counter()
+                res = run(session, out, progress=False, plot=False)
+                print(f"{label:15s} {strategy:13s} {res.evaluated:5d} evaluations in {time.perf_counter() - t:6.1f} s",
+                      flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", action="store_true", help="only time the optuna strategies at 2,000 evaluations")
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--slow-seeds", type=int, default=5, help=f"seeds for {', '.join(SLOW)}")
     p.add_argument("--strategies", default=",".join(STRATEGIES))
     p.add_argument("--json", type=Path, help="also write every figure here")
     a = p.parse_args()
+    if a.scale:
+        scale()
+        return
     truth = Truth()
     constraint = f"latency:fpga<={truth.bound:.6g}"
     print(f"NB201, objectives {OBJECTIVES} on {','.join(DEVICES)}: true front {len(truth.front)} cells, "
