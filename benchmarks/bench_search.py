@@ -8,7 +8,9 @@
    ids, cache, log, front); set-up (space and table load, checks) timed apart.
 2. End to end: the same nsga2 search as a user runs it, `nas search` in a fresh process (imports,
    table load, the loop, pareto.csv and the plot), next to the loop alone.
-3. Peak RSS of a nsga2 LUT-only search at 10k / 50k / 100k evaluations, each in a fresh process,
+3. nsga2 with a normal front (latency, max:params) and a degenerate one (latency, macs: the single
+   smallest network), 20,000 evaluations each: the wall time of each.
+4. Peak RSS of a nsga2 LUT-only search at 10k / 50k / 100k evaluations, each in a fresh process,
    next to the size of its evals.jsonl: memory must not grow with evaluations beyond the log.
 """
 from __future__ import annotations
@@ -25,7 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_one(strategy: str, budget: int, out: Path) -> dict:
+def run_one(strategy: str, budget: int, out: Path, objectives: str = "latency:pixel6,max:params",
+            max_latency: float | None = 25.0) -> dict:
     from nas.config import SearchConfig
     from nas.objectives import Evaluator
     from nas.runs import new_run_dir
@@ -42,8 +45,8 @@ def run_one(strategy: str, budget: int, out: Path) -> dict:
 
     Evaluator.cheap = timed
     try:
-        cfg = SearchConfig(space="elasticvit", devices=("pixel6", "pixel4"), objectives="latency:pixel6,max:params",
-                           strategy=strategy, budget=budget, population=100, seed=0, max_latency=25.0)
+        cfg = SearchConfig(space="elasticvit", devices=("pixel6", "pixel4"), objectives=objectives,
+                           strategy=strategy, budget=budget, population=100, seed=0, max_latency=max_latency)
         t = time.perf_counter()
         session = prepare(cfg)
         run_dir = new_run_dir(session.cfg, out, session.label)
@@ -97,6 +100,11 @@ def main() -> None:
         loop = run_one("nsga2", budget, Path(tmp) / "loop")["wall_s"]
         print(f"\nend to end, nsga2, {budget:,} evaluations: `nas search` in a fresh process {e2e:.2f} s "
               f"(imports, table load, loop, pareto.csv, plot) vs the loop alone {loop:.2f} s")
+        n = 4000 if a.quick else 20000
+        print(f"\nnsga2, {n:,} evaluations, no constraint: a normal front against a degenerate one (the single smallest network)")
+        for obj in ("latency:pixel6,max:params", "latency:pixel6,macs"):
+            r = run_one("nsga2", n, Path(tmp) / f"degenerate-{obj}", objectives=obj, max_latency=None)
+            print(f"{obj:>26} {r['wall_s']:7.2f} s  front {r['front']}")
         print("\npeak memory of an nsga2 LUT-only search (fresh process each)")
         print(f"{'evaluations':>12} {'peak RSS MB':>12} {'evals.jsonl MB':>15} {'evals/s':>9}")
         for budget in ([2000, 10000, 20000] if a.quick else [10000, 50000, 100000]):

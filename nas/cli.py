@@ -20,6 +20,10 @@ EXAMPLES = {
   nas search --space elasticvit --device pixel6,pixel4 --objectives naswot,latency --budget 500
   nas search --space elasticvit --device pixel6 --objectives latency,max:params --max-latency 20 --budget 100000
   nas search --space my_space.toml --device ./my_tables/ --strategy optuna-tpe --seed 3 --json
+  nas search --space nb201 --device pixel2 --objectives latency,max:nb201-cifar10 --budget 300   # NB201 benchmark mode
+  nas search --space nb201 --device pixel2,eyeriss --objectives latency,synflow --budget 200  # a front over 2 devices
+  nas search --space nb201 --device fpga --objectives max:nb201-cifar10,params --constraint "latency<=3.5"
+  nas search --space nb201 --device my_ms.csv --metric acc=my_results.csv:top1 --objectives latency,max:acc
   nas search --space elasticvit-tiny --supernet runs/<train run>/ --objectives accuracy,macs --budget 100
   nas search --space vit-resnas-micro --supernet runs/<train run>/ --strategy evolution --preset resnas --max-macs 7
   nas search --space elasticvit --device pixel6 --ray --budget 2000                # a local Ray instance
@@ -79,7 +83,7 @@ then point a device TOML's `ops` at semi2k.csv (docs/mpc.md); ~1-3 minutes on 2 
   nas design --space deepmad-resnet --evaluate deepmad-r50 --json                      # score a given structure
   nas design --space deepmad-resnet --evaluate runs/tiny-design/structure.json""",
     "spaces": "examples:\n  nas spaces\n  nas spaces --json",
-    "devices": "examples:\n  nas devices\n  nas devices --json",
+    "devices": "examples:\n  nas devices                  # kind: blocks (summed per block), mpc (analytic), network (one value per architecture)\n  nas devices --json",
     "convert-checkpoint": """examples:
   nas convert-checkpoint runs/2026-06-01-train-elasticvit-tiny-ab12      # a run directory
   nas convert-checkpoint old/checkpoint.pt
@@ -109,11 +113,23 @@ def _parser() -> argparse.ArgumentParser:
 
     s = cmd("search", "search a space for the Pareto front of accuracy estimate vs. latency/cost")
     s.add_argument("--space", required=True, help="space name (see `nas spaces`) or path to a space TOML")
-    s.add_argument("--device", help="device(s) with latency tables, comma-separated (see `nas devices`)")
+    s.add_argument("--device", help="device(s), comma-separated (see `nas devices`): a name, a table folder, or a "
+                                    "CSV of whole-network latencies (arch,ms; FILE.csv:COLUMN for another column)")
     s.add_argument("--objectives", default=None,
                    help="comma-separated: latency, latency:<device>, macs, params, accuracy (needs --supernet), "
-                        f"or a proxy such as naswot (default: {DEFAULT_OBJECTIVES}; accuracy,latency with "
-                        "--supernet; macs instead of latency without --device)")
+                        "a proxy such as naswot, or a table metric (a --metric NAME, or shipped: nb201-cifar10); "
+                        "max:X / min:X sets the direction; a bare --metric name is minimised, shipped metrics and "
+                        f"proxies keep their own (nb201-cifar10: maximised) (default: {DEFAULT_OBJECTIVES}; "
+                        "accuracy,latency with --supernet; macs instead of latency without --device)")
+    s.add_argument("--metric", action="append", default=[], metavar="NAME=FILE.csv:COLUMN",
+                   help="a metric from a CSV keyed by 'arch' (architecture string / JSON encoding) or 'arch_id'; "
+                        "repeatable; recorded as column metric_NAME, usable in --objectives and --constraint")
+    s.add_argument("--constraint", action="append", default=[], metavar="NAME<=VALUE",
+                   help="a bound on a cheap metric, repeatable: latency (every device), latency:<device>, macs, "
+                        "params or a metric, with <= or >=, in the units of the CSV columns (ms, millions, the "
+                        "metric's own), e.g. --constraint 'latency<=20' --constraint 'nb201-cifar10>=93'")
+    s.add_argument("--allow-missing", action="store_true",
+                   help="an architecture a whole-network table or metric lacks becomes a failed row, not an error")
     s.add_argument("--supernet", metavar="CKPT", help="a `nas train` checkpoint or run directory: accuracy comes from it")
     s.add_argument("--strategy", default=SearchConfig.strategy,
                    help="nsga2 (pymoo), optuna-nsga2, optuna-tpe, evolution, random, asvit (As-ViT seed search + "
@@ -122,7 +138,8 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"architectures to evaluate (default {SearchConfig.budget}: minutes on 2 cores with naswot); "
                         "with --strategy asvit, REINFORCE steps (default: the space's reinforce_steps)")
     s.add_argument("--population", type=int, default=None,
-                   help=f"population / batch size (default {SearchConfig.population}; a --preset's initial population)")
+                   help=f"population / batch size (default {SearchConfig.population}; a --preset's initial population; "
+                        "optuna-tpe: a random start of min(P, 16), batches of min(P, 8))")
     s.add_argument("--preset", help="a published configuration of the strategy: resnas (ViT-ResNAS's evolution: 500 + 19 x "
                                     "150 evaluations, MACs in [0.975 C, C] for C = --max-macs) or elasticvit (ElasticViT's; "
                                     "MACs in [T, T + 20] for T = --min-macs)")
@@ -419,7 +436,8 @@ def cmd_search(a: argparse.Namespace) -> str | None:
                        strategy=a.strategy, budget=a.budget if a.budget is not None else defaults["budget"],
                        population=a.population if a.population is not None else defaults["population"], seed=a.seed,
                        max_latency=a.max_latency, max_macs=a.max_macs, max_params=a.max_params, threads=a.threads,
-                       min_macs=a.min_macs, preset=a.preset,
+                       min_macs=a.min_macs, preset=a.preset, metrics=tuple(a.metric), constraints=tuple(a.constraint),
+                       allow_missing=a.allow_missing,
                        supernet=a.supernet, ray=a.ray, workers=a.workers, gpus_per_worker=a.gpus_per_worker)
     session = prepare(cfg)  # every input check happens before anything is written
     runner = _start_runner(session)  # so is joining a Ray cluster
@@ -840,13 +858,16 @@ def cmd_devices(a: argparse.Namespace) -> str:
         for meta in sorted(folder.glob("*.toml")):
             t = load_any(meta)
             prov = t.meta.get("provenance", {})
-            rows.append({"device": device, "kind": t.kind, "family": t.family, "description": t.meta.get("description", ""),
+            rows.append({"device": device, "kind": t.kind, "family": t.family,
+                         **({"space": t.space_name} if t.kind == "network" else {}),
+                         "description": t.meta.get("description", ""),
                          "entries": t.entries, "version": t.version, "grid_rounding": t.grid_rounding,
                          "source": prov.get("source", ""), "licence": prov.get("licence", ""), "path": str(meta)})
     if a.json:
         return json.dumps(rows, indent=2)
-    return "\n".join(f"{r['device']:24s} {r['kind']:6s} {r['family']:12s} {r['entries']:6d} "
-                     f"{'ops' if r['kind'] == 'mpc' else 'blocks'}  {r['description']}\n"
+    unit = {"mpc": "ops", "network": "archs"}
+    return "\n".join(f"{r['device']:24s} {r['kind']:7s} {r.get('space', r['family']):12s} {r['entries']:6d} "
+                     f"{unit.get(r['kind'], 'blocks'):6s} {r['description']}\n"
                      f"{'':24s} {r['version']}  licence: {r['licence']}" for r in rows)
 
 

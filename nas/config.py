@@ -38,6 +38,9 @@ class SearchConfig:
     max_params: float | None = None  # millions
     min_macs: float | None = None  # millions: a lower bound (ViT-ResNAS searches MACs in [0.975 C, C])
     preset: str | None = None  # a named strategy configuration (nas/search/presets.py), e.g. "resnas"
+    metrics: tuple[str, ...] = ()  # NAME=FILE.csv:COLUMN table metrics (nas/metrics.py), files absolute
+    constraints: tuple[str, ...] = ()  # "NAME<=VALUE" / "NAME>=VALUE" (nas.objectives.parse_constraint)
+    allow_missing: bool = False  # an architecture a whole-network table or metric lacks: a failed row, not an error
     threads: int = 2  # torch threads for proxy evaluation; fixed so scores are reproducible
     supernet: str | None = None  # a `nas train` checkpoint: accuracy comes from it
     # where expensive metrics run; none of these changes the result, so a resume may change them
@@ -70,7 +73,7 @@ class SearchConfig:
 
     @classmethod
     def from_toml(cls, path: Path) -> "SearchConfig":
-        return dataclass_from_toml(cls, path, "nas search", tuples=("devices",)).validate()
+        return dataclass_from_toml(cls, path, "nas search", tuples=("devices", "metrics", "constraints")).validate()
 
     def with_(self, **changes: Any) -> "SearchConfig":
         return dataclasses.replace(self, **changes)

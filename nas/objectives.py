@@ -7,6 +7,7 @@ per architecture, only for architectures that pass the cheap constraints.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -66,18 +67,20 @@ PROXY_PREFIX = "proxy:"
 
 
 def parse_objectives(spec: str, devices: Sequence[str], proxies: Sequence[str],
-                     supernet: bool = False) -> tuple[list[Objective], str | None]:
+                     supernet: bool = False, metrics: dict[str, str] | None = None) -> tuple[list[Objective], str | None]:
     """``"naswot,latency"`` -> objectives; returns them and the accuracy estimate used: proxy
     name(s) (comma-separated when several proxies are objectives), "supernet", or None.
 
     Tokens: ``latency`` (one objective per device), ``latency:<device>``, ``macs``, ``params``,
     ``<proxy>`` or ``proxy:<proxy>`` (in the proxy's own direction: ntk is minimised), ``accuracy`` (held-out accuracy from the
-    ``--supernet``, maximised). Supernet accuracy and proxies do not mix; several proxies may
+    ``--supernet``, maximised), a table metric ``<name>`` or ``metric:<name>`` (``metrics``: name -> the
+    direction of its bare name; nas/metrics.py). Supernet accuracy and proxies do not mix; several proxies may
     (As-ViT optimises its NTK condition number and length distortion together).
     ``max:`` or ``min:`` in front of a token overrides its direction: ``latency,max:params`` asks
     for the most capacity at each latency (parameter count is itself a training-free proxy)."""
     objectives: list[Objective] = []
     proxy = None
+    metrics = metrics or {}
     tokens = [t.strip() for t in spec.split(",") if t.strip()]
     if not tokens:
         raise UserError("--objectives is empty; give e.g. 'naswot,latency'")
@@ -99,6 +102,9 @@ def parse_objectives(spec: str, devices: Sequence[str], proxies: Sequence[str],
         elif tok in COST_COLUMNS:
             col, label = COST_COLUMNS[tok]
             objectives.append(Objective(col, "min", label))
+        elif tok in metrics or (tok.startswith("metric:") and tok[len("metric:"):] in metrics):
+            name = tok.removeprefix("metric:")
+            objectives.append(Objective(f"metric_{name}", metrics[name], name))
         elif tok == "accuracy":
             if not supernet:
                 raise UserError("objective 'accuracy' needs a trained supernet: add --supernet CHECKPOINT "
@@ -110,7 +116,8 @@ def parse_objectives(spec: str, devices: Sequence[str], proxies: Sequence[str],
         else:
             name = tok[len(PROXY_PREFIX):] if tok.startswith(PROXY_PREFIX) else tok
             if name not in proxies:
-                raise did_you_mean(tok, list(dict.fromkeys(["latency", *COST_COLUMNS, "accuracy", *proxies])), "objective")
+                raise did_you_mean(tok, list(dict.fromkeys(["latency", *COST_COLUMNS, "accuracy", *metrics, *proxies])),
+                                   "objective")
             if proxy == "supernet":
                 raise UserError(f"objectives 'accuracy' and {name!r}: use supernet accuracy or proxies, not both")
             from nas.proxies import proxy_goal
@@ -126,6 +133,44 @@ def parse_objectives(spec: str, devices: Sequence[str], proxies: Sequence[str],
     return objectives, proxy
 
 
+_CONSTRAINT = re.compile(r"\s*([A-Za-z][A-Za-z0-9_.:\-]*)\s*(<=|>=|<|>|=)\s*(\S+)\s*")
+
+
+def parse_constraint(text: str, devices: Sequence[str], metrics: Sequence[str]) -> list[Constraint]:
+    """``"NAME<=VALUE"`` / ``"NAME>=VALUE"`` -> constraints, in the units of the CSV columns
+    (ms, millions of MACs or parameters, a metric's own). NAME: ``latency`` (every device),
+    ``latency:<device>``, ``macs``, ``params`` or a table metric (cheap metrics only: a search
+    skips what they reject before any expensive estimate is computed)."""
+    flag = f"--constraint {text!r}"
+    m = _CONSTRAINT.fullmatch(text)
+    if not m:
+        raise UserError(f"{flag}: expected NAME<=VALUE or NAME>=VALUE (e.g. 'latency<=20', 'nb201-cifar10>=93')")
+    name, op, value = m.groups()
+    if op not in ("<=", ">="):
+        raise UserError(f"{flag}: use '<=' or '>=' (a bound includes its value), not {op!r}")
+    try:
+        bound = float(value)
+    except ValueError:
+        raise UserError(f"{flag}: {value!r} is not a number") from None
+    if not np.isfinite(bound):
+        raise UserError(f"{flag}: the bound must be finite")
+    if name == "latency":
+        if not devices:
+            raise UserError(f"{flag}: a latency constraint needs --device")
+        return [Constraint(latency_column(d), bound, "--constraint", op) for d in devices]
+    if name.startswith("latency:"):
+        d = name.split(":", 1)[1]
+        if d not in devices:
+            raise UserError(f"{flag}: device {d!r} is not among --device {','.join(devices)}")
+        return [Constraint(latency_column(d), bound, "--constraint", op)]
+    if name in COST_COLUMNS:
+        return [Constraint(COST_COLUMNS[name][0], bound, "--constraint", op)]
+    name = name.removeprefix("metric:")
+    if name in metrics:
+        return [Constraint(f"metric_{name}", bound, "--constraint", op)]
+    raise did_you_mean(name, ["latency", *COST_COLUMNS, *metrics], "constraint (cheap metric)")
+
+
 class Evaluator:
     """Computes every metric column for a batch of canonical genomes.
 
@@ -134,13 +179,16 @@ class Evaluator:
     runners parallelise.
     """
 
-    def __init__(self, space: SearchSpace, tables: Sequence[Any], scorer=None):
-        self.space, self.tables, self.scorer = space, list(tables), scorer
+    def __init__(self, space: SearchSpace, tables: Sequence[Any], scorer=None, metrics: Sequence[Any] = ()):
+        self.space, self.tables, self.scorer, self.metrics = space, list(tables), scorer, list(metrics)
 
     @property
     def columns(self) -> list[str]:
-        cols = ["macs_m", "params_m"] + [latency_column(t.device) for t in self.tables]
-        return cols + self.expensive_columns
+        return self.cheap_columns + self.expensive_columns
+
+    @property
+    def cheap_columns(self) -> list[str]:
+        return ["macs_m", "params_m"] + [latency_column(t.device) for t in self.tables] + [m.output for m in self.metrics]
 
     @property
     def expensive_columns(self) -> list[str]:
@@ -156,6 +204,8 @@ class Evaluator:
         out = {"macs_m": cost["macs"] / 1e6, "params_m": cost["params"] / 1e6}
         for t in self.tables:
             out[latency_column(t.device)] = t.predict(self.space, genomes)
+        for m in self.metrics:
+            out[m.output] = m.values(self.space, genomes)
         return out
 
     def expensive(self, genome: np.ndarray) -> dict[str, float]:

@@ -20,6 +20,8 @@ def test_wheel_ships_the_data(tmp_path):
     names = set(zipfile.ZipFile(next(tmp_path.glob("vitnas-*.whl"))).namelist())
     for need in ["nas/_bundled/spaces/elasticvit.toml", "nas/_bundled/spaces/elasticvit-tiny.toml",
                  "nas/_bundled/predictors/pixel6/elasticvit.csv", "nas/_bundled/predictors/pixel6/elasticvit.toml",
-                 "nas/_bundled/predictors/LICENSE-nn-Meter", "nas/assets/imagenet-samples/LICENSE",
+                 "nas/_bundled/predictors/LICENSE-nn-Meter", "nas/_bundled/predictors/nb201-data/nb201.csv",
+                 "nas/_bundled/predictors/nb201-data/LICENSE-HELP", "nas/_bundled/predictors/pixel2/nb201.toml",
+                 "nas/_bundled/metrics/nb201-cifar10.toml", "nas/assets/nb201-index/cells.txt", "nas/assets/imagenet-samples/LICENSE",
                  "nas/assets/imagenet-samples/imagenet_00_243.jpg", "nas/train/trainer.py", "nas/elastic/ops.py"]:
         assert need in names, need

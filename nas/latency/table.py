@@ -9,6 +9,7 @@ indices of the genes its key depends on, so a batch of genomes costs one gather 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import itertools
 import math
@@ -27,7 +28,7 @@ from nas.spaces.base import BlockSpec, LatencySlot, SearchSpace
 from nas.tomldoc import TomlDoc
 
 GRID_ROUNDINGS = ("floor", "ceil")
-KINDS = ("blocks", "mpc")  # a device TOML's `kind` (absent: blocks)
+KINDS = ("blocks", "mpc", "network")  # a device TOML's `kind` (absent: blocks); network: nas/latency/network.py
 
 
 @dataclass
@@ -346,8 +347,12 @@ def device_dirs() -> dict[str, Path]:
 
 def table_path(device: str, space: SearchSpace) -> Path:
     """Metadata TOML of the table for ``device`` and ``space``: ``<device>/<space name>.toml``,
-    else ``<device>/<family>.toml``; ``device`` may also be a directory or a .toml path."""
+    else ``<device>/<family>.toml`` (never for a whole-network table: its architectures are one
+    space's); ``device`` may also be a directory, a .toml path, or a bare whole-network CSV
+    (``FILE.csv``, ``FILE.csv:COLUMN``)."""
     given = Path(device)
+    if csv_device(device) is not None:
+        return csv_device(device)[0]
     if device.endswith(".toml") or given.is_file():
         if not given.is_file():
             raise UserError(f"latency table metadata {given} does not exist")
@@ -358,17 +363,30 @@ def table_path(device: str, space: SearchSpace) -> Path:
         raise did_you_mean(device, dirs, "device") from None
     for stem in (space.name, space.family):
         if (folder / f"{stem}.toml").is_file():
+            if stem != space.name and _kind(folder / f"{stem}.toml") == "network":
+                continue  # a whole-network table times one space's architectures, not a family's
             return folder / f"{stem}.toml"
     have = sorted(p.stem for p in folder.glob("*.toml"))
     raise UserError(f"device {device!r} has no latency table for space {space.name!r} (family {space.family!r}); "
                     f"it has tables for: {', '.join(have) or 'nothing'}; build one with `nas lut build --space {space.name} --device local-cpu`")
 
 
-def load_table(device: str, space: SearchSpace, check: bool = True) -> LatencyTable:
+def load_table(device: str, space: SearchSpace, check: bool = True, allow_missing: bool = False) -> LatencyTable:
     """The table for ``device`` and ``space``; with ``check`` every key the space can need is
-    verified up front, so a search never starts on a table with holes."""
+    verified up front, so a search never starts on a table with holes. A whole-network table
+    cannot be checked that way (it need not cover the space): a lookup it cannot answer names the
+    architecture, or with ``allow_missing`` returns NaN (a failed row of the search)."""
     path = table_path(device, space)
-    table = _load_cached(path.resolve(), path.stat().st_mtime_ns)
+    bare = csv_device(device)
+    if bare is not None:
+        from nas.latency.network import NetworkTable
+
+        table = NetworkTable.from_csv(*bare)
+    else:
+        table = _load_cached(path.resolve(), path.stat().st_mtime_ns)
+    if table.kind == "network":
+        table.check(space)  # parses every key once (cached): a key of another space fails here
+        return dataclasses.replace(table, allow_missing=allow_missing) if allow_missing else table
     if table.family != space.family:
         raise UserError(f"latency table {path} is for space family {table.family!r}, not {space.family!r}")
     if table.kind == "mpc":
@@ -399,17 +417,38 @@ def _warn_if_elsewhere(table: LatencyTable) -> None:
                       f"its numbers describe that machine", ForeignTableWarning, stacklevel=3)
 
 
-def load_any(meta_path: Path):
-    """The table a device TOML describes, by its ``kind``: a block table (``LatencyTable``) or an
-    analytic MPC model (``nas.latency.mpc.MpcTable``); both answer ``predict(space, genomes)``."""
+def csv_device(device: str) -> tuple[Path, str] | None:
+    """(path, column) when ``--device`` names a whole-network CSV: ``FILE.csv`` (column ``ms``) or
+    ``FILE.csv:COLUMN``; None otherwise."""
+    path, sep, column = device.rpartition(":") if ".csv:" in device else (device, "", "ms")
+    if not path.endswith(".csv"):
+        return None
+    if not Path(path).is_file():
+        raise UserError(f"--device {device}: no such file {path}")
+    return Path(path), column or "ms"
+
+
+def _kind(meta_path: Path) -> str:
     doc = TomlDoc(meta_path)
     kind = doc.get(doc.data, "kind", "kind", str, "blocks")
     if kind not in KINDS:
         raise doc.error("kind", str(did_you_mean(kind, KINDS, "table kind")))
+    return kind
+
+
+def load_any(meta_path: Path):
+    """The table a device TOML describes, by its ``kind``: a block table (``LatencyTable``), an
+    analytic MPC model (``nas.latency.mpc.MpcTable``) or a whole-network table
+    (``nas.latency.network.NetworkTable``); all answer ``predict(space, genomes)``."""
+    kind = _kind(meta_path)
     if kind == "mpc":
         from nas.latency.mpc import MpcTable
 
         return MpcTable.load(meta_path)
+    if kind == "network":
+        from nas.latency.network import NetworkTable
+
+        return NetworkTable.load(meta_path)
     return LatencyTable.load(meta_path)
 
 

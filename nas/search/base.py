@@ -8,6 +8,7 @@ Searchers are deterministic for a seed: the same tells give the same asks, which
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -48,6 +49,55 @@ class Problem:
     @property
     def n_var(self) -> int:
         return len(self.sizes)
+
+    def usable(self, x: np.ndarray, before: np.ndarray | None = None) -> np.ndarray:
+        """Bool mask: rows that are fresh (not known, not in ``before``, not earlier in ``x``) and
+        meet the constraints (checked on the cheap metrics)."""
+        x = np.asarray(x)
+        if not len(x):
+            return np.zeros(0, dtype=bool)
+        pool = x if before is None or not len(before) else np.concatenate([np.asarray(before, dtype=x.dtype), x])
+        ok = self.fresh(pool)[len(pool) - len(x):]
+        if self.feasible is not None and ok.any():
+            ok[ok] = self.feasible(x[ok])
+        return ok
+
+
+FILL_ROUNDS = 50  # candidate batches drawn before a fill gives up (the space is exhausted or infeasible)
+
+
+def fill(problem: Problem, n: int, draw: Callable[[int], np.ndarray], before: np.ndarray | None = None,
+         rounds: int = FILL_ROUNDS, relax: bool = False) -> np.ndarray:
+    """Up to n usable candidates (``Problem.usable``) from ``draw(k)``, which returns k candidates:
+    every strategy spends its evaluations on new architectures that meet the constraints. With
+    ``relax``, what the constraints leave short is filled with new infeasible candidates (a
+    constraint nothing drawn meets must not stall a search: the tells of violations guide it)."""
+    width = problem.n_var
+    out = np.empty((0, width), dtype=np.int64)
+    known = np.empty((0, width), dtype=np.int64) if before is None else np.asarray(before, dtype=np.int64).reshape(-1, width)
+    for _ in range(rounds):
+        if len(out) >= n:
+            break
+        cand = np.asarray(draw(max(4 * (n - len(out)), 32)), dtype=np.int64).reshape(-1, width)
+        out = np.concatenate([out, cand[problem.usable(cand, np.concatenate([known, out]))]])
+    if relax and len(out) < n and problem.feasible is not None:
+        out = np.concatenate([out, fill(dataclasses.replace(problem, feasible=None), n - len(out), draw,
+                                        np.concatenate([known, out]), max(rounds // 5, 2))])
+    return out[:n]
+
+
+def neighbours(problem: Problem, rng: np.random.Generator, parents: np.ndarray) -> np.ndarray:
+    """Each parent with one variable changed to another of its choices."""
+    parents = np.asarray(parents, dtype=np.int64)
+    mutable = np.flatnonzero(problem.sizes > 1)
+    if not mutable.size:
+        return parents.copy()
+    col = mutable[rng.integers(mutable.size, size=len(parents))]
+    rows = np.arange(len(parents))
+    new = rng.integers(problem.sizes[col] - 1)
+    child = parents.copy()
+    child[rows, col] = new + (new >= parents[rows, col])  # never the parent's own choice
+    return child
 
 
 class Searcher(Protocol):

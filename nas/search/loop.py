@@ -19,7 +19,7 @@ import numpy as np
 from nas.config import SearchConfig
 from nas.errors import UserError
 from nas.latency import load_table
-from nas.objectives import Constraint, Evaluator, Objective, latency_column, parse_objectives
+from nas.objectives import Constraint, Evaluator, Objective, latency_column, parse_constraint, parse_objectives
 from nas.runlog import FAILED, OK, SKIPPED, RunLog
 from nas.runners import LocalRunner, RayRunner
 from nas.scorers import ProxyScorer, ProxyScorers, SupernetScorer
@@ -78,11 +78,18 @@ def prepare(cfg: SearchConfig) -> Session:
     cfg = apply_preset(cfg, space).validate()
     if len(set(cfg.devices)) != len(cfg.devices):
         raise UserError(f"--device lists a device twice: {','.join(cfg.devices)}")
-    tables = [load_table(d, space) for d in cfg.devices]
+    tables = [load_table(d, space, allow_missing=cfg.allow_missing) for d in cfg.devices]
     devices = [t.device for t in tables]
     if len(set(devices)) != len(devices):
         raise UserError(f"--device lists device {next(d for d in devices if devices.count(d) > 1)!r} twice")
-    objectives, estimate = parse_objectives(cfg.objectives, devices, proxy_names(), supernet=cfg.supernet is not None)
+    from nas import metrics as tm
+
+    named = tm.available(cfg.metrics)
+    clash = next((n for n in named if n in proxy_names()), None)
+    if clash:
+        raise UserError(f"metric {clash!r} has the name of a proxy; choose another name")
+    objectives, estimate = parse_objectives(cfg.objectives, devices, proxy_names(), supernet=cfg.supernet is not None,
+                                            metrics=named)
     if cfg.supernet is not None and estimate != "supernet":
         raise UserError("--supernet is given but no objective uses it: add 'accuracy' to --objectives")
     if cfg.max_latency is not None and not devices:
@@ -96,6 +103,11 @@ def prepare(cfg: SearchConfig) -> Session:
         constraints.append(Constraint("macs_m", cfg.min_macs, "--min-macs", ">="))
     if cfg.max_params is not None:
         constraints.append(Constraint("params_m", cfg.max_params, "--max-params"))
+    for text in cfg.constraints:
+        constraints += parse_constraint(text, devices, list(named))
+    used = [c[len(tm.PREFIX):] for c in [o.column for o in objectives] + [c.column for c in constraints]
+            if c.startswith(tm.PREFIX)]
+    metrics = tm.load_metrics(cfg.metrics, list(dict.fromkeys(used)), space, cfg.allow_missing)
     scorer = None
     if estimate == "supernet":
         scorer = SupernetScorer(space, cfg.supernet, cfg.threads)
@@ -103,18 +115,19 @@ def prepare(cfg: SearchConfig) -> Session:
     elif estimate is not None:
         scorers = [ProxyScorer(space, p, cfg.seed, cfg.threads) for p in estimate.split(",")]
         scorer = scorers[0] if len(scorers) == 1 else ProxyScorers(scorers)
-    evaluator = Evaluator(space, tables, scorer)
+    evaluator = Evaluator(space, tables, scorer, metrics)
     history = History(space)
 
     def feasible(x: np.ndarray) -> np.ndarray:
         cheap = evaluator.cheap(space.to_genomes(x))
-        return np.all([c.violation(cheap[c.column]) <= 0 for c in constraints], axis=0) if constraints else \
-            np.ones(len(x), dtype=bool)
+        return np.all([c.violation(cheap[c.column]) <= 0 for c in constraints], axis=0)
 
     problem = Problem(tuple(v.name for v in space.vars), space.var_sizes, len(objectives), len(constraints),
-                      space.sample_vectors, identify=history.identify, is_known=history.is_known, feasible=feasible)
+                      space.sample_vectors, identify=history.identify, is_known=history.is_known,
+                      feasible=feasible if constraints else None)
     searcher = make_searcher(cfg.strategy, problem, seed=cfg.seed, population=cfg.population, preset=cfg.preset)
-    fingerprints = {"space": space.fingerprint, **{f"table.{t.device}": t.version for t in tables}}
+    fingerprints = {"space": space.fingerprint, **{f"table.{t.device}": t.version for t in tables},
+                    **{f"metric.{m.name}": m.version for m in metrics}}
     if isinstance(scorer, SupernetScorer):
         fingerprints["supernet"] = scorer.fingerprint
     if cfg.fingerprints and cfg.fingerprints != fingerprints:
@@ -124,6 +137,7 @@ def prepare(cfg: SearchConfig) -> Session:
                         "start a new run")
     # paths are stored absolute so that `nas resume` works from any directory
     cfg = cfg.with_(space=_absolute(cfg.space), devices=tuple(_absolute(d) for d in cfg.devices), fingerprints=fingerprints,
+                    metrics=tuple(tm.absolute_spec(m) for m in cfg.metrics),
                     supernet=str(scorer.path) if isinstance(scorer, SupernetScorer) else None)
     return Session(cfg, space, tables, evaluator, objectives, constraints, problem, history, searcher)
 
@@ -151,8 +165,11 @@ def make_runner(session: Session) -> LocalRunner | RayRunner:
 
 
 def _absolute(name: str) -> str:
-    p = Path(name)
-    return str(p.resolve()) if ("/" in name or name.endswith(".toml")) and p.exists() else name
+    path, sep, column = name.rpartition(":") if ".csv:" in name else (name, "", "")
+    p = Path(path)
+    if ("/" in path or path.endswith((".toml", ".csv"))) and p.exists():
+        return str(p.resolve()) + sep + column
+    return name
 
 
 @dataclass
@@ -250,12 +267,20 @@ def _evaluate(session: Session, runner, log: RunLog, genomes: np.ndarray, ids: l
     for c, v in cheap.items():
         values[:, log.col[c]] = v
     batch_ids = [ids[i] for i in todo]
+    # --allow-missing: a whole-network table or metric without the architecture answered NaN
+    lacking = np.isnan(values[:, [log.col[c] for c in cheap]]).any(1)
+    errors = [f"not in the table of {', '.join(c for c in cheap if np.isnan(cheap[c][i]))}" if lacking[i] else None
+              for i in range(len(todo))]
     if not ev.expensive_columns:
-        log.append(batch_ids, g, values, np.full(len(todo), OK, dtype=np.int8), [None] * len(todo), [per] * len(todo))
+        log.append(batch_ids, g, values, np.where(lacking, FAILED, OK).astype(np.int8), errors, [per] * len(todo))
         if bar is not None:
             bar.update(len(todo))
         return
-    viol = np.zeros(len(todo), dtype=bool)
+    for i in np.flatnonzero(lacking):
+        log.append([batch_ids[i]], g[i:i + 1], values[i:i + 1], np.array([FAILED], dtype=np.int8), [errors[i]], [per])
+        if bar is not None:
+            bar.update(1)
+    viol = lacking.copy()
     for c in session.constraints:
         viol |= c.violation(values[:, log.col[c.column]]) > 0
 
@@ -264,7 +289,7 @@ def _evaluate(session: Session, runner, log: RunLog, genomes: np.ndarray, ids: l
         if bar is not None:
             bar.update(1)
 
-    for i in np.flatnonzero(viol):
+    for i in np.flatnonzero(viol & ~lacking):
         log_one(int(i), SKIPPED, None, per)
     score = np.flatnonzero(~viol)
     for r in runner.imap(g[score]):

@@ -4,8 +4,9 @@ A cell is a DAG on 4 nodes; each of its 6 edges (j <- i, i < j) carries one of 5
 node j is the sum of its incoming edges. The arch string lists the edges node by node:
 ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` (edge 1<-0, then 2<-0, 2<-1, then 3<-0, 3<-1, 3<-2).
 All 5^6 = 15,625 cells are distinct architectures of the benchmark (isomorphic cells included),
-so every genome is canonical; ``index`` numbers them in base 5 with edge 1<-0 most significant
-(our order; join with the benchmark's own index through the arch string).
+so every genome is canonical. ``index`` is the benchmark's own index (NAS-Bench-201 = NATS-Bench
+TSS, 0..15624; ``nas/assets/nb201-index``), so ``--arch 6111`` is the benchmark's #6111; the arch
+string stays the primary key of every table.
 
 Skeleton (N cells per stage, C channels): 3x3 conv stem + BN; N cells at C; a ResNet basic block
 (stride 2) to 2C; N cells; a block to 4C; N cells; BN + ReLU; global pool; linear classifier.
@@ -16,9 +17,11 @@ were counted (its extremes 7.78305 M and 220.11969 M on CIFAR-10 are reproduced 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +34,20 @@ from nas.tomldoc import TomlDoc
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (to, from), in arch-string order
 _CONV_K2 = {"nor_conv_1x1": 1, "nor_conv_3x3": 9}  # kernel area of the convolution ops
+_INDEX_FILE = Path(__file__).resolve().parent.parent / "assets" / "nb201-index" / "cells.txt"
+_RADIX = len(OPS) ** np.arange(len(EDGES) - 1, -1, -1)  # base-5 code of a cell, edge 1<-0 most significant
+
+
+@functools.cache
+def _bench_order() -> tuple[np.ndarray, np.ndarray]:
+    """(code of each benchmark index, benchmark index of each code): the benchmark's order is its
+    own (a shuffle), so it ships as a table of 15,625 cells rather than a formula."""
+    lines = _INDEX_FILE.read_text().split()
+    digits = np.frombuffer("".join(lines).encode(), dtype=np.uint8).reshape(len(lines), len(EDGES)) - ord("0")
+    code = digits.astype(np.int64) @ _RADIX
+    inverse = np.empty_like(code)
+    inverse[code] = np.arange(len(code))
+    return code, inverse
 
 
 class NB201Space(SearchSpace):
@@ -92,19 +109,33 @@ class NB201Space(SearchSpace):
                 genome.append(self.ops.index(m.group(1)))
         return self.canonical(genome)
 
+    @functools.cached_property
+    def _std_op(self) -> np.ndarray:
+        """Position in the benchmark's OPS of each of this space's ops (a space may reorder or
+        drop some)."""
+        return np.array([OPS.index(o) for o in self.ops], dtype=np.int64)
+
     def index(self, genomes: np.ndarray) -> np.ndarray:
-        """Base-``len(ops)`` number of each genome (edge 1<-0 most significant)."""
-        weights = len(self.ops) ** np.arange(len(EDGES) - 1, -1, -1)
-        return np.asarray(genomes, dtype=np.int64) @ weights
+        """The NAS-Bench-201 index of each genome (vectorised)."""
+        g = np.asarray(genomes, dtype=np.int64)
+        return _bench_order()[1][self._std_op[g] @ _RADIX]
 
     def from_index(self, index: np.ndarray | int) -> np.ndarray:
-        """Genomes of the given indices, 0 .. len(ops)**6 - 1 (vectorised)."""
+        """Genomes of the given NAS-Bench-201 indices, 0..15624 (vectorised)."""
         idx = np.atleast_1d(np.asarray(index, dtype=np.int64))
-        total = len(self.ops) ** len(EDGES)
-        if idx.size and (idx.min() < 0 or idx.max() >= total):
-            raise UserError(f"NB201 index must be in 0..{total - 1}")
-        digits = (idx[:, None] // len(self.ops) ** np.arange(len(EDGES) - 1, -1, -1)) % len(self.ops)
-        return digits.astype(GENOME_DTYPE)
+        code = _bench_order()[0]
+        if idx.size and (idx.min() < 0 or idx.max() >= len(code)):
+            raise UserError(f"NB201 index must be in 0..{len(code) - 1}, got {int(idx.min() if idx.min() < 0 else idx.max())}")
+        std = (code[idx][:, None] // _RADIX) % len(OPS)  # the benchmark's op of each edge
+        mine = np.full(len(OPS), -1, dtype=np.int64)
+        mine[self._std_op] = np.arange(len(self.ops))
+        g = mine[std]
+        if (g < 0).any():
+            row = int(np.flatnonzero((g < 0).any(1))[0])
+            missing = OPS[int(std[row][g[row] < 0][0])]
+            raise UserError(f"NB201 index {int(idx[row])} uses {missing!r}, which space {self.name!r} does not have "
+                            f"(its ops: {', '.join(self.ops)})")
+        return g.astype(GENOME_DTYPE)
 
     def size(self) -> int:
         return len(self.ops) ** len(EDGES)
@@ -114,6 +145,8 @@ class NB201Space(SearchSpace):
             return self.from_string(spec)
         if isinstance(spec, int) and not isinstance(spec, bool):
             return self.arch(self.from_index(spec)[0])
+        if isinstance(spec, str) and spec.strip().isdigit():  # `--arch 6111`: the benchmark's index
+            return self.arch(self.from_index(int(spec))[0])
         return super().parse_arch(spec)
 
     def presets(self) -> dict[str, Arch]:
