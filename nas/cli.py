@@ -74,6 +74,11 @@ re-run the same command to resume an interrupted build; --fresh starts over""",
   nas design --space deepmad-tiny --max-flops 30M --max-params 1M --corrected --out runs/tiny-design
   nas design --space deepmad-resnet --evaluate deepmad-r50 --json                      # score a given structure
   nas design --space deepmad-resnet --evaluate runs/tiny-design/structure.json""",
+    "export": """examples:
+  nas export runs/20261124-elasticvit-tiny-nodevice-a1b2c3 --point 0                # Pareto point 0, torch + ONNX
+  nas export runs/<run> --id elasticvit-tiny-0484911d592e --format torch --out ./model
+  nas export runs/<run> --point 3 --format onnx --json
+then: import nas.export, timm; timm.create_model("vitnas_elasticvit", pretrained_cfg_overlay=dict(file="./model/model.safetensors"))""",
     "spaces": "examples:\n  nas spaces\n  nas spaces --json",
     "devices": "examples:\n  nas devices\n  nas devices --json",
     "convert-checkpoint": """examples:
@@ -310,6 +315,19 @@ def _parser() -> argparse.ArgumentParser:
     de.add_argument("--out", type=Path, help="run directory (default runs/<date>-<space>-design-<id>)")
     de.add_argument("--no-progress", action="store_true", help="no progress bar")
     de.add_argument("--json", action="store_true", help="print the breakdown as JSON")
+
+    ex = cmd("export", "export a Pareto point (or any evaluated architecture) as safetensors + config.json "
+                       "(timm-loadable) and ONNX, with a parity check")
+    ex.add_argument("run_dir", type=Path, help="a `nas search` / `nas design` run directory")
+    which = ex.add_mutually_exclusive_group(required=True)
+    which.add_argument("--point", type=int, metavar="K", help="row K (0-based) of the run's pareto.csv")
+    which.add_argument("--id", dest="arch_id", metavar="ARCH_ID", help="any architecture id in the run's evals.jsonl")
+    ex.add_argument("--format", default="all", help="torch (model.safetensors + config.json), onnx (model.onnx), "
+                                                    "or all (default)")
+    ex.add_argument("--out", type=Path, help="export directory, must not exist or be empty "
+                                             "(default RUN_DIR/exports/<arch id>[-torch|-onnx])")
+    ex.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    ex.add_argument("--json", action="store_true", help="print the parity record (as appended to exports.jsonl)")
 
     sp = cmd("spaces", "list the search spaces that ship with vitnas")
     sp.add_argument("--json", action="store_true")
@@ -797,6 +815,36 @@ def _has_table(table_path, device: str, space) -> bool:
         return False
 
 
+_EXPORT_FORMATS = ("torch", "onnx", "all")  # nas.export.FORMATS, known here without importing torch
+
+
+def cmd_export(a: argparse.Namespace) -> str:
+    from nas.runs import claim_dir, find_arch
+
+    if a.format not in _EXPORT_FORMATS:
+        from nas.registry import did_you_mean
+
+        raise did_you_mean(a.format, _EXPORT_FORMATS, "--format")
+    cfg, space, genome, arch_id = find_arch(a.run_dir, a.point, a.arch_id)  # bad input fails before torch loads
+    out = a.out or a.run_dir / "exports" / (arch_id + ("" if a.format == "all" else f"-{a.format}"))
+    tmp = claim_dir(out)
+    try:
+        from nas.export import Source, export, summary
+
+        src = Source(a.run_dir, space, genome, arch_id, a.point, cfg.get("supernet"), int(cfg.get("seed", 0)), a.threads)
+    except BaseException:
+        tmp.rmdir()
+        raise
+    rec = export(src, out, a.format, tmp)
+    if a.json:
+        return json.dumps(rec, indent=2)
+    text = summary(rec)
+    if not rec["parity_ok"]:
+        print(text)
+        raise SystemExit(1)
+    return text
+
+
 def cmd_spaces(a: argparse.Namespace) -> str:
     from nas.spaces import get_space, space_files
 
@@ -906,7 +954,8 @@ def cmd_convert_checkpoint(a: argparse.Namespace) -> str:
 
 
 COMMANDS = {"convert-checkpoint": cmd_convert_checkpoint, "search": cmd_search, "resume": cmd_resume, "train": cmd_train, "tune": cmd_tune, "latency": cmd_latency,
-            "spaces": cmd_spaces, "devices": cmd_devices, "proxies": cmd_proxies, "lut": cmd_lut, "design": cmd_design}
+            "spaces": cmd_spaces, "devices": cmd_devices, "proxies": cmd_proxies, "lut": cmd_lut, "design": cmd_design,
+            "export": cmd_export}
 
 if __name__ == "__main__":
     main()
