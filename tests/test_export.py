@@ -144,3 +144,36 @@ def test_export_of_an_asvit_tiny_proxy_run(tmp_path):
     genome = json.loads((run / "exports" / "p0" / "config.json").read_text())["genome"]
     model = _timm(run / "exports" / "p0")
     assert sum(p.numel() for p in model.parameters()) == get_space("asvit-tiny").cost(np.asarray([genome]))["params"][0]
+
+
+def test_export_of_a_supernet_run_matches_the_supernet_with_the_arch(trained, tmp_path):
+    """Pareto point 0 of an elasticvit-tiny search with a trained supernet: the exported network
+    computes what the supernet with that arch active computes after the search's BN recalibration."""
+    from nas.data import load_data
+    from nas.export import export, source
+    from nas.scorers import SupernetScorer
+    from nas.train.bn import accuracy
+
+    run = run_search(tmp_path / "run", space="elasticvit-tiny", devices=(), objectives="accuracy,macs",
+                     supernet=str(trained), budget=3, population=3, threads=2)
+    rec = export(source(run, point=0), run / "exports" / "p0", "all")
+    assert rec["weights"] == "supernet" and rec["parity_ok"]
+    assert rec["max_abs_err_torch"] < 1e-5 and rec["max_rel_err_onnx"] < 1e-4
+    folder = run / "exports" / "p0"
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["weights"]["ema"] and "bn_recalibration" in cfg["weights"] and cfg["input"]["shape"][0] == 3
+    model = _timm(folder)
+    space = get_space("elasticvit-tiny")
+    # independently: a fresh scorer on the same checkpoint; the supernet with the arch active
+    scorer = SupernetScorer(space, str(trained), 2)
+    supernet = scorer.calibrated(np.asarray(cfg["genome"])).eval()
+    data = load_data("fashion-mnist", heldout=600, seed=0)
+    x = torch.cat([data.normalise(b) for b, _ in data.raw_batches(data.heldout, 5, stop=1)])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), supernet(x), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(_onnx(folder, x), model(x).detach().numpy(), rtol=1e-4, atol=1e-4)
+    # the exported network's held-out accuracy is the accuracy the search logged for it
+    pareto = (run / "pareto.csv").read_text().splitlines()
+    logged = float(pareto[1].split(",")[pareto[0].split(",").index("accuracy")])
+    acc, _ = accuracy(model, [(data.normalise(xb), yb) for xb, yb in data.raw_batches(data.heldout, 512)])
+    assert acc == pytest.approx(logged, abs=2e-3)
