@@ -79,6 +79,13 @@ re-run the same command to resume an interrupted build; --fresh starts over""",
   nas export runs/<run> --id elasticvit-tiny-0484911d592e --format torch --out ./model
   nas export runs/<run> --point 3 --format onnx --json
 then: import nas.export, timm; timm.create_model("vitnas_elasticvit", pretrained_cfg_overlay=dict(file="./model/model.safetensors"))""",
+    "report": """examples:
+  nas report runs/20261124-elasticvit-pixel6-a1b2c3          # (re)writes RUN_DIR/report.html and its PNGs
+  nas report runs/<run> --json""",
+    "evals": """examples:
+  nas evals runs/<run> --format csv                          # RUN_DIR/evals.csv
+  nas evals runs/<run> --format parquet --out evals.parquet
+  nas evals runs/<run> --format parquet --json                # then pandas.read_parquet(...)""",
     "spaces": "examples:\n  nas spaces\n  nas spaces --json",
     "devices": "examples:\n  nas devices\n  nas devices --json",
     "convert-checkpoint": """examples:
@@ -329,6 +336,16 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ex.add_argument("--json", action="store_true", help="print the parity record (as appended to exports.jsonl)")
 
+    rp = cmd("report", "write a run's self-contained report.html (figures inlined; the PNGs beside it)")
+    rp.add_argument("run_dir", type=Path, help="a `nas search` run directory")
+    rp.add_argument("--json", action="store_true")
+
+    ev = cmd("evals", "write every evaluation of a run as CSV or Parquet (schema: docs/runs.md)")
+    ev.add_argument("run_dir", type=Path, help="a `nas search` or `nas design` run directory")
+    ev.add_argument("--format", default="csv", help="csv (default) or parquet")
+    ev.add_argument("--out", type=Path, help="output file (default RUN_DIR/evals.csv or evals.parquet)")
+    ev.add_argument("--json", action="store_true")
+
     sp = cmd("spaces", "list the search spaces that ship with vitnas")
     sp.add_argument("--json", action="store_true")
     dv = cmd("devices", "list the devices with latency tables, with provenance")
@@ -530,8 +547,8 @@ def _run(session, run_dir: Path, a: argparse.Namespace, runner) -> str | None:
         return json.dumps(result.summary(), indent=2)
     lines = [f"evaluated {result.evaluated} architectures in {result.seconds:.1f}s ({result.failed} failed)",
              f"Pareto front: {result.front} architectures -> {result.pareto_csv}"]
-    if result.plot:
-        lines.append(f"plot: {result.plot}")
+    if result.report:
+        lines.append(f"report: {result.report} (figures beside it)")
     return "\n".join(lines)
 
 
@@ -845,6 +862,25 @@ def cmd_export(a: argparse.Namespace) -> str:
     return text
 
 
+def cmd_report(a: argparse.Namespace) -> str:
+    from nas.run_report import write_report
+
+    path = write_report(a.run_dir)
+    return json.dumps({"report": str(path)}) if a.json else f"report: {path} (figures beside it)"
+
+
+def cmd_evals(a: argparse.Namespace) -> str:
+    from nas.evals_export import FORMATS, write_evals
+
+    if a.format not in FORMATS:
+        from nas.registry import did_you_mean
+
+        raise did_you_mean(a.format, FORMATS, "--format")
+    out = a.out or a.run_dir / f"evals.{a.format}"
+    n = write_evals(a.run_dir, out, a.format)
+    return json.dumps({"path": str(out), "rows": n}) if a.json else f"{n} evaluations -> {out}"
+
+
 def cmd_spaces(a: argparse.Namespace) -> str:
     from nas.spaces import get_space, space_files
 
@@ -955,7 +991,7 @@ def cmd_convert_checkpoint(a: argparse.Namespace) -> str:
 
 COMMANDS = {"convert-checkpoint": cmd_convert_checkpoint, "search": cmd_search, "resume": cmd_resume, "train": cmd_train, "tune": cmd_tune, "latency": cmd_latency,
             "spaces": cmd_spaces, "devices": cmd_devices, "proxies": cmd_proxies, "lut": cmd_lut, "design": cmd_design,
-            "export": cmd_export}
+            "export": cmd_export, "report": cmd_report, "evals": cmd_evals}
 
 if __name__ == "__main__":
     main()

@@ -87,15 +87,7 @@ def prepare(cfg: SearchConfig) -> Session:
         raise UserError("--supernet is given but no objective uses it: add 'accuracy' to --objectives")
     if cfg.max_latency is not None and not devices:
         raise UserError("--max-latency needs --device")
-    constraints = []
-    if cfg.max_latency is not None:
-        constraints += [Constraint(latency_column(d), cfg.max_latency, "--max-latency") for d in devices]
-    if cfg.max_macs is not None:
-        constraints.append(Constraint("macs_m", cfg.max_macs, "--max-macs"))
-    if cfg.min_macs is not None:
-        constraints.append(Constraint("macs_m", cfg.min_macs, "--min-macs", ">="))
-    if cfg.max_params is not None:
-        constraints.append(Constraint("params_m", cfg.max_params, "--max-params"))
+    constraints = constraints_of(cfg, devices)
     scorer = None
     if estimate == "supernet":
         scorer = SupernetScorer(space, cfg.supernet, cfg.threads)
@@ -126,6 +118,20 @@ def prepare(cfg: SearchConfig) -> Session:
     cfg = cfg.with_(space=_absolute(cfg.space), devices=tuple(_absolute(d) for d in cfg.devices), fingerprints=fingerprints,
                     supernet=str(scorer.path) if isinstance(scorer, SupernetScorer) else None)
     return Session(cfg, space, tables, evaluator, objectives, constraints, problem, history, searcher)
+
+
+def constraints_of(cfg: SearchConfig, devices: list[str]) -> list[Constraint]:
+    """The constraints a search's flags set (``devices``: the tables' device names)."""
+    constraints = []
+    if cfg.max_latency is not None:
+        constraints += [Constraint(latency_column(d), cfg.max_latency, "--max-latency") for d in devices]
+    if cfg.max_macs is not None:
+        constraints.append(Constraint("macs_m", cfg.max_macs, "--max-macs"))
+    if cfg.min_macs is not None:
+        constraints.append(Constraint("macs_m", cfg.min_macs, "--min-macs", ">="))
+    if cfg.max_params is not None:
+        constraints.append(Constraint("params_m", cfg.max_params, "--max-params"))
+    return constraints
 
 
 def evaluator_for(cfg: SearchConfig) -> Evaluator:
@@ -165,11 +171,13 @@ class SearchResult:
     plot: Path | None
     seconds: float
     stalled: bool
+    report: Path | None = None
 
     def summary(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "evaluated": self.evaluated, "pareto_size": self.front,
                 "failed": self.failed, "pareto_csv": str(self.pareto_csv),
-                "plot": str(self.plot) if self.plot else None, "seconds": round(self.seconds, 2),
+                "plot": str(self.plot) if self.plot else None, "report": str(self.report) if self.report else None,
+                "seconds": round(self.seconds, 2),
                 "stalled": self.stalled}
 
 
@@ -226,13 +234,14 @@ def run(session: Session, run_dir: Path, *, progress: bool = True, plot: bool = 
         log.close()
         runner.close()
     n_front = log.write_pareto(pareto, *_row_fields(session, log))
-    png = None
+    png = report = None
     if plot:
-        from nas.report import plot_front
+        from nas.run_report import write_report
 
-        png = plot_front(log, session.objectives, run_dir / "pareto.png", title=_title(session))
+        report = write_report(run_dir)  # pareto.png and the other figures beside it
+        png = run_dir / "pareto.png"
     return SearchResult(run_dir, log.n, n_front, int((log.status == FAILED).sum()), pareto, png,
-                        time.perf_counter() - t0, stalled)
+                        time.perf_counter() - t0, stalled, report)
 
 
 def _evaluate(session: Session, runner, log: RunLog, genomes: np.ndarray, ids: list[str], todo: list[int],
@@ -297,12 +306,6 @@ def _row_fields(session: Session, log: RunLog) -> tuple[list[str], Any]:
     header = ["arch_id", *obj_cols, *other, "accuracy_estimate", "device", "table_version", "space",
               *space.decode(space.smallest())]
     return header, fields
-
-
-def _title(session: Session) -> str:
-    c = session.cfg
-    where = f" on {', '.join(t.device for t in session.tables)}" if session.tables else ""
-    return f"{session.space.name}{where}: {c.strategy}, seed {c.seed}"
 
 
 def _progress(total: int, done: int, enabled: bool):
