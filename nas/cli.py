@@ -22,6 +22,7 @@ EXAMPLES = {
   nas search --space my_space.toml --device ./my_tables/ --strategy optuna-tpe --seed 3 --json
   nas search --space elasticvit-tiny --supernet runs/<train run>/ --objectives accuracy,macs --budget 100
   nas search --space vit-resnas-micro --supernet runs/<train run>/ --strategy evolution --preset resnas --max-macs 7
+  nas search --space elasticvit --device pixel6 --optuna-storage sqlite:///runs/studies.db   # optuna-dashboard
   nas search --space elasticvit --device pixel6 --ray --budget 2000                # a local Ray instance
   nas search --space elasticvit --device pixel6 --ray auto --workers 16 --threads 2 # the cluster on this node
   ray job submit -- nas search --space elasticvit --device pixel6 --ray --out /shared/runs/r1  # on the cluster""",
@@ -148,6 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, help="optimiser steps of the search and of each retraining")
     d.add_argument("--teacher", help="a `nas train --arch all-softmax` run: token-level distillation when retraining")
     d.add_argument("--beta-ratio", type=float, metavar="R", help="MPCViT+: search per-token GeLU linearisation, keep R of the tokens")
+    s.add_argument("--optuna-storage", metavar="URL", help="mirror every evaluation as a trial of an optuna study "
+                                                          "named after the run: sqlite:///PATH or journal:PATH "
+                                                          "(browse with optuna-dashboard)")
     _ray_flags(s)
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -443,7 +447,8 @@ def cmd_search(a: argparse.Namespace) -> str | None:
                        population=a.population if a.population is not None else defaults["population"], seed=a.seed,
                        max_latency=a.max_latency, max_macs=a.max_macs, max_params=a.max_params, threads=a.threads,
                        min_macs=a.min_macs, preset=a.preset,
-                       supernet=a.supernet, ray=a.ray, workers=a.workers, gpus_per_worker=a.gpus_per_worker)
+                       supernet=a.supernet, ray=a.ray, workers=a.workers, gpus_per_worker=a.gpus_per_worker,
+                       optuna_storage=a.optuna_storage)
     session = prepare(cfg)  # every input check happens before anything is written
     runner = _start_runner(session)  # so is joining a Ray cluster
     try:

@@ -195,6 +195,11 @@ def run(session: Session, run_dir: Path, *, progress: bool = True, plot: bool = 
     history.log = log
     bar = _progress(cfg.budget, min(log.n, cfg.budget), progress)
     pareto = run_dir / "pareto.csv"
+    mirror = None
+    if cfg.optuna_storage is not None:
+        from nas.tracking import OptunaMirror
+
+        mirror = OptunaMirror(cfg.optuna_storage, run_dir, space, session.objectives, session.constraints)
     last_write, stall, stalled = time.perf_counter(), 0, False
     try:
         while history.seen < cfg.budget:
@@ -225,6 +230,8 @@ def run(session: Session, run_dir: Path, *, progress: bool = True, plot: bool = 
             searcher.tell(x, f, log.violations(rows))
             if todo and time.perf_counter() - last_write > pareto_every_s:
                 log.write_pareto(pareto, *_row_fields(session, log))
+                if mirror is not None:
+                    mirror.sync()
                 last_write = time.perf_counter()
             if bar is not None:
                 bar.set_postfix(front=len(log.front), refresh=False)
@@ -234,6 +241,8 @@ def run(session: Session, run_dir: Path, *, progress: bool = True, plot: bool = 
         log.close()
         runner.close()
     n_front = log.write_pareto(pareto, *_row_fields(session, log))
+    if mirror is not None:
+        mirror.sync()  # everything logged, also what an interrupted batch finished
     png = report = None
     if plot:
         from nas.run_report import write_report
