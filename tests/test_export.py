@@ -34,7 +34,7 @@ def test_every_family_exports_fresh_weights_with_parity(name, tmp_path):
     from nas.export import Source, export, timm_name
 
     space = get_space(name)
-    arch = space.arch(space.sample(np.random.default_rng(3), 1)[0])
+    arch = space.arch(space.sample(np.random.default_rng(3), 1)[0])  # convs, attention and MLPs in every family
     rec = export(Source(tmp_path, space, np.asarray(arch.genome), arch.id, None, None, 5, 2), tmp_path / "e", "all")
     assert rec["parity_ok"] and rec["weights"] == "fresh" and rec["max_abs_err_torch"] == 0.0
     assert rec["max_rel_err_onnx"] < 1e-4
