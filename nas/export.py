@@ -98,7 +98,7 @@ def _timm_entry(family: str):
         inp = cfg["input"]
         weights = dict(file=str(file), num_classes=cfg["num_classes"], input_size=tuple(inp["shape"]),
                        mean=tuple(inp["mean"]), std=tuple(inp["std"]), first_conv=None, classifier=None,
-                       architecture=timm_name(family), license="as the run's data and weights")
+                       architecture=timm_name(family))
         return build_model_with_cfg(lambda **_: net, timm_name(family), pretrained=True, pretrained_cfg=weights)
 
     create.__name__ = timm_name(family)
@@ -172,6 +172,7 @@ def export(src: Source, out: Path, fmt: str = "all", tmp: Path | None = None) ->
         from safetensors.torch import save_file
 
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": FORMAT, "arch_id": src.arch_id})
+        os.chmod(tmp / "model.safetensors", 0o644)  # safetensors creates it owner-only; the other files are not
         loaded = _create_timm(tmp / "model.safetensors", space.family)  # the user's path, weights read back
         with torch.no_grad():
             y_torch = loaded(x).float()
