@@ -160,7 +160,6 @@ class SupernetScorer:
         acc, _ = evaluate_subnet(self._model, self.space.arch(genome), self.data, self.bn_batches, self.batch_size, self.device)
         return {self.column: acc}
 
-
     def calibrated(self, genome: np.ndarray):
         """The resident supernet with ``genome`` active and its BatchNorm statistics recalibrated
         exactly as ``__call__`` does before measuring accuracy (``nas export`` extracts from it)."""
