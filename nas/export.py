@@ -195,7 +195,8 @@ def export(src: Source, out: Path, fmt: str = "all", tmp: Path | None = None) ->
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    rec = {"point": src.point, "arch_id": src.arch_id, "timm_name": timm_name(space.family), "format": fmt, "path": str(out), "files": files,
+    rec = {"point": src.point, "arch_id": src.arch_id, "timm_name": timm_name(space.family), "format": fmt,
+           "path": str(Path(out).resolve()), "files": files,
            "max_abs_err_torch": err_torch, "max_abs_err_onnx": err_onnx, "max_rel_err_onnx": rel_onnx,
            "parity_ok": ok, "weights": weights["kind"], "batch": inp["batch"],
            "seconds": round(time.perf_counter() - t0, 2), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
