@@ -25,7 +25,6 @@ import numpy as np
 
 from nas.errors import UserError
 from nas.objectives import Constraint, Evaluator, Objective
-from nas.runlog import OK
 
 EVOLUTION_STEPS = (0.1, 0.25, 0.5, 1.0)  # shares of the evaluations at which the front is drawn
 HV_POINTS = 40  # checkpoints of the hypervolume curve
