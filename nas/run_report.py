@@ -28,6 +28,7 @@ from nas.objectives import Constraint, Evaluator, Objective
 
 EVOLUTION_STEPS = (0.1, 0.25, 0.5, 1.0)  # shares of the evaluations at which the front is drawn
 HV_POINTS = 40  # checkpoints of the hypervolume curve
+FRONT_CHUNK = 1024  # evaluations added to the front at a time
 
 
 @dataclass
@@ -87,20 +88,26 @@ def load_run(run_dir: Path) -> RunData:
                       dtype=float).reshape(len(evals), len(columns))
     status = np.array([r["status"] == "ok" for r in evals], dtype=bool)
     data = RunData(run_dir, cfg, space, tables, objectives, constraints, columns, values, status, np.empty(0, int))
-    data.front = front_of(data, len(evals))
+    data.front = fronts_at(data, [len(evals)])[0]
     return data
 
 
-def front_of(data: RunData, k: int) -> np.ndarray:
-    """Rows of the Pareto front of the feasible evaluations among the first ``k``."""
-    rows = np.arange(k)
-    rows = rows[data.feasible(rows)] if k else rows
-    if not len(rows):
-        return rows
+def fronts_at(data: RunData, ks) -> list[np.ndarray]:
+    """Rows of the Pareto front of the feasible evaluations among the first k, for each k of
+    the increasing ``ks``; built incrementally (the front so far plus the next chunk, as the run
+    log does), so a run of 10^5 evaluations never sorts them all at once."""
     from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
-    nd = NonDominatedSorting().do(data.minimised(rows), only_non_dominated_front=True)
-    return np.sort(rows[nd])
+    out, front, done = [], np.empty(0, dtype=np.int64), 0
+    for k in ks:
+        for start in range(done, int(k), FRONT_CHUNK):
+            rows = np.arange(start, min(int(k), start + FRONT_CHUNK))
+            cand = np.concatenate([front, rows[data.feasible(rows)]])
+            if len(cand):
+                front = np.sort(cand[NonDominatedSorting().do(data.minimised(cand), only_non_dominated_front=True)])
+        done = max(done, int(k))
+        out.append(front)
+    return out
 
 
 def hypervolume_curve(data: RunData) -> tuple[np.ndarray, np.ndarray]:
@@ -117,10 +124,7 @@ def hypervolume_curve(data: RunData) -> tuple[np.ndarray, np.ndarray]:
     span[span == 0] = 1.0
     hv = HV(ref_point=np.full(len(data.objectives), 1.1))
     ks = np.unique(np.linspace(1, n, min(n, HV_POINTS)).round().astype(int))
-    out = []
-    for k in ks:
-        fr = front_of(data, int(k))
-        out.append(float(hv((data.minimised(fr) - lo) / span)) if len(fr) else 0.0)
+    out = [float(hv((data.minimised(fr) - lo) / span)) if len(fr) else 0.0 for fr in fronts_at(data, ks)]
     return ks, np.asarray(out)
 
 
@@ -166,9 +170,9 @@ def plot_evolution(data: RunData, path: Path) -> Path:
     oi, oj = data.objectives[i], data.objectives[j]
     fig, ax = plt.subplots(figsize=(5.6, 4.4))
     n = len(data.values)
-    for share, color in zip(EVOLUTION_STEPS, plt.cm.viridis(np.linspace(0.15, 0.85, len(EVOLUTION_STEPS)))):
-        k = max(1, int(round(share * n)))
-        fr = front_of(data, k)
+    ks = [max(1, int(round(share * n))) for share in EVOLUTION_STEPS]
+    colors = plt.cm.viridis(np.linspace(0.15, 0.85, len(EVOLUTION_STEPS)))
+    for k, fr, color in zip(ks, fronts_at(data, ks), colors):
         if not len(fr):
             continue
         v = data.values[fr][:, [data.col[oi.column], data.col[oj.column]]]
