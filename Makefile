@@ -4,12 +4,12 @@ BIN := $(VENV)/bin
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE := disabled
 
-.PHONY: search test bench clean-runs fashion-mnist
+.PHONY: search test bench clean-runs fashion-mnist chromium
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/pip install -e '.[dev]'
-	@$(MAKE) --no-print-directory fashion-mnist
+	@$(MAKE) --no-print-directory fashion-mnist chromium
 	touch $@
 
 # Fashion-MNIST for supernet training and its tests: Debian's package, where apt is available.
@@ -18,6 +18,13 @@ fashion-mnist:
 	  || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
 	       && apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; } \
 	  || echo "note: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist); training tests will be skipped"
+
+# Headless Chromium renders report.html in its test (tests/test_run_report.py), where apt is available.
+chromium:
+	@command -v chromium >/dev/null \
+	  || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+	       && apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; } \
+	  || echo "note: chromium not installed (apt-get install chromium); the report rendering test will be skipped"
 
 search: $(VENV)/.installed
 	$(BIN)/nas search --space elasticvit --device pixel6

@@ -26,6 +26,7 @@ EXAMPLES = {
   nas search --space nb201 --device my_ms.csv --metric acc=my_results.csv:top1 --objectives latency,max:acc
   nas search --space elasticvit-tiny --supernet runs/<train run>/ --objectives accuracy,macs --budget 100
   nas search --space vit-resnas-micro --supernet runs/<train run>/ --strategy evolution --preset resnas --max-macs 7
+  nas search --space elasticvit --device pixel6 --optuna-storage sqlite:///runs/studies.db   # optuna-dashboard
   nas search --space elasticvit --device pixel6 --ray --budget 2000                # a local Ray instance
   nas search --space elasticvit --device pixel6 --ray auto --workers 16 --threads 2 # the cluster on this node
   ray job submit -- nas search --space elasticvit --device pixel6 --ray --out /shared/runs/r1  # on the cluster""",
@@ -82,6 +83,18 @@ then point a device TOML's `ops` at semi2k.csv (docs/mpc.md); ~1-3 minutes on 2 
   nas design --space deepmad-tiny --max-flops 30M --max-params 1M --corrected --out runs/tiny-design
   nas design --space deepmad-resnet --evaluate deepmad-r50 --json                      # score a given structure
   nas design --space deepmad-resnet --evaluate runs/tiny-design/structure.json""",
+    "export": """examples:
+  nas export runs/20261124-elasticvit-tiny-nodevice-a1b2c3 --point 0                # Pareto point 0, torch + ONNX
+  nas export runs/<run> --id elasticvit-tiny-0484911d592e --format torch --out ./model
+  nas export runs/<run> --point 3 --format onnx --json
+then: import nas.export, timm; timm.create_model("vitnas_elasticvit", pretrained_cfg_overlay=dict(file="./model/model.safetensors"))""",
+    "report": """examples:
+  nas report runs/20261124-elasticvit-pixel6-a1b2c3          # (re)writes RUN_DIR/report.html and its PNGs
+  nas report runs/<run> --json""",
+    "evals": """examples:
+  nas evals runs/<run> --format csv                          # RUN_DIR/evals.csv
+  nas evals runs/<run> --format parquet --out evals.parquet
+  nas evals runs/<run> --format parquet --json                # then pandas.read_parquet(...)""",
     "spaces": "examples:\n  nas spaces\n  nas spaces --json",
     "devices": "examples:\n  nas devices                  # kind: blocks (summed per block), mpc (analytic), network (one value per architecture)\n  nas devices --json",
     "convert-checkpoint": """examples:
@@ -157,6 +170,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, help="optimiser steps of the search and of each retraining")
     d.add_argument("--teacher", help="a `nas train --arch all-softmax` run: token-level distillation when retraining")
     d.add_argument("--beta-ratio", type=float, metavar="R", help="MPCViT+: search per-token GeLU linearisation, keep R of the tokens")
+    s.add_argument("--optuna-storage", metavar="URL", help="mirror every evaluation as a trial of an optuna study "
+                                                          "named after the run: sqlite:///PATH or journal:PATH "
+                                                          "(browse with optuna-dashboard)")
     _ray_flags(s)
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -340,6 +356,29 @@ def _parser() -> argparse.ArgumentParser:
     de.add_argument("--no-progress", action="store_true", help="no progress bar")
     de.add_argument("--json", action="store_true", help="print the breakdown as JSON")
 
+    ex = cmd("export", "export a Pareto point (or any evaluated architecture) as safetensors + config.json "
+                       "(timm-loadable) and ONNX, with a parity check")
+    ex.add_argument("run_dir", type=Path, help="a `nas search` / `nas design` run directory")
+    which = ex.add_mutually_exclusive_group(required=True)
+    which.add_argument("--point", type=int, metavar="K", help="row K (0-based) of the run's pareto.csv")
+    which.add_argument("--id", dest="arch_id", metavar="ARCH_ID", help="any architecture id in the run's evals.jsonl")
+    ex.add_argument("--format", default="all", help="torch (model.safetensors + config.json), onnx (model.onnx), "
+                                                    "or all (default)")
+    ex.add_argument("--out", type=Path, help="export directory, must not exist or be empty "
+                                             "(default RUN_DIR/exports/<arch id>[-torch|-onnx])")
+    ex.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    ex.add_argument("--json", action="store_true", help="print the parity record (as appended to exports.jsonl)")
+
+    rp = cmd("report", "write a run's self-contained report.html (figures inlined; the PNGs beside it)")
+    rp.add_argument("run_dir", type=Path, help="a `nas search` run directory")
+    rp.add_argument("--json", action="store_true")
+
+    ev = cmd("evals", "write every evaluation of a run as CSV or Parquet (schema: docs/runs.md)")
+    ev.add_argument("run_dir", type=Path, help="a `nas search` or `nas design` run directory")
+    ev.add_argument("--format", default="csv", help="csv (default) or parquet")
+    ev.add_argument("--out", type=Path, help="output file (default RUN_DIR/evals.csv or evals.parquet)")
+    ev.add_argument("--json", action="store_true")
+
     sp = cmd("spaces", "list the search spaces that ship with vitnas")
     sp.add_argument("--json", action="store_true")
     dv = cmd("devices", "list the devices with latency tables, with provenance")
@@ -438,7 +477,8 @@ def cmd_search(a: argparse.Namespace) -> str | None:
                        max_latency=a.max_latency, max_macs=a.max_macs, max_params=a.max_params, threads=a.threads,
                        min_macs=a.min_macs, preset=a.preset, metrics=tuple(a.metric), constraints=tuple(a.constraint),
                        allow_missing=a.allow_missing,
-                       supernet=a.supernet, ray=a.ray, workers=a.workers, gpus_per_worker=a.gpus_per_worker)
+                       supernet=a.supernet, ray=a.ray, workers=a.workers, gpus_per_worker=a.gpus_per_worker,
+                       optuna_storage=a.optuna_storage)
     session = prepare(cfg)  # every input check happens before anything is written
     runner = _start_runner(session)  # so is joining a Ray cluster
     try:
@@ -542,8 +582,8 @@ def _run(session, run_dir: Path, a: argparse.Namespace, runner) -> str | None:
         return json.dumps(result.summary(), indent=2)
     lines = [f"evaluated {result.evaluated} architectures in {result.seconds:.1f}s ({result.failed} failed)",
              f"Pareto front: {result.front} architectures -> {result.pareto_csv}"]
-    if result.plot:
-        lines.append(f"plot: {result.plot}")
+    if result.report:
+        lines.append(f"report: {result.report} (figures beside it)")
     return "\n".join(lines)
 
 
@@ -827,6 +867,55 @@ def _has_table(table_path, device: str, space) -> bool:
         return False
 
 
+_EXPORT_FORMATS = ("torch", "onnx", "all")  # nas.export.FORMATS, known here without importing torch
+
+
+def cmd_export(a: argparse.Namespace) -> str:
+    from nas.runs import claim_dir, find_arch
+
+    if a.format not in _EXPORT_FORMATS:
+        from nas.registry import did_you_mean
+
+        raise did_you_mean(a.format, _EXPORT_FORMATS, "--format")
+    cfg, space, genome, arch_id = find_arch(a.run_dir, a.point, a.arch_id)  # bad input fails before torch loads
+    out = a.out or a.run_dir / "exports" / (arch_id + ("" if a.format == "all" else f"-{a.format}"))
+    tmp = claim_dir(out)
+    try:
+        from nas.export import Source, export, summary
+
+        src = Source(a.run_dir, space, genome, arch_id, a.point, cfg.get("supernet"), int(cfg.get("seed", 0)), a.threads)
+    except BaseException:
+        tmp.rmdir()
+        raise
+    rec = export(src, out, a.format, tmp)
+    if a.json:
+        return json.dumps(rec, indent=2)
+    text = summary(rec)
+    if not rec["parity_ok"]:
+        print(text)
+        raise SystemExit(1)
+    return text
+
+
+def cmd_report(a: argparse.Namespace) -> str:
+    from nas.run_report import write_report
+
+    path = write_report(a.run_dir)
+    return json.dumps({"report": str(path)}) if a.json else f"report: {path} (figures beside it)"
+
+
+def cmd_evals(a: argparse.Namespace) -> str:
+    from nas.evals_export import FORMATS, write_evals
+
+    if a.format not in FORMATS:
+        from nas.registry import did_you_mean
+
+        raise did_you_mean(a.format, FORMATS, "--format")
+    out = a.out or a.run_dir / f"evals.{a.format}"
+    n = write_evals(a.run_dir, out, a.format)
+    return json.dumps({"path": str(out), "rows": n}) if a.json else f"{n} evaluations -> {out}"
+
+
 def cmd_spaces(a: argparse.Namespace) -> str:
     from nas.spaces import get_space, space_files
 
@@ -953,7 +1042,8 @@ def cmd_convert_checkpoint(a: argparse.Namespace) -> str:
 
 
 COMMANDS = {"convert-checkpoint": cmd_convert_checkpoint, "search": cmd_search, "resume": cmd_resume, "train": cmd_train, "tune": cmd_tune, "latency": cmd_latency,
-            "spaces": cmd_spaces, "devices": cmd_devices, "proxies": cmd_proxies, "lut": cmd_lut, "design": cmd_design}
+            "spaces": cmd_spaces, "devices": cmd_devices, "proxies": cmd_proxies, "lut": cmd_lut, "design": cmd_design,
+            "export": cmd_export, "report": cmd_report, "evals": cmd_evals}
 
 if __name__ == "__main__":
     main()

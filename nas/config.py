@@ -47,6 +47,7 @@ class SearchConfig:
     ray: str | None = None  # None: this process; "local": a local Ray instance; else a cluster address
     workers: int | None = None  # Ray actors (default: cluster CPUs // threads)
     gpus_per_worker: float | None = None  # may be fractional: several actors share a GPU
+    optuna_storage: str | None = None  # sqlite:///PATH or journal:PATH: every evaluation mirrored as an optuna trial
     fingerprints: dict = field(default_factory=dict)  # filled by the search: space + table versions
     design: dict = field(default_factory=dict)  # a designer strategy's own settings (e.g. mpcvit: mu, data, steps)
 
@@ -60,6 +61,10 @@ class SearchConfig:
         if self.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.threads}")
         check_ray_flags(self.ray, self.workers, self.gpus_per_worker)
+        if self.optuna_storage is not None:
+            from nas.tracking import check_storage
+
+            check_storage(self.optuna_storage)
         for flag, v in (("--max-latency", self.max_latency), ("--max-macs", self.max_macs), ("--max-params", self.max_params),
                         ("--min-macs", self.min_macs)):
             if v is not None and not v > 0:

@@ -10,7 +10,11 @@ import numpy as np
 from nas.objectives import Objective
 
 
-def plot_front(log, objectives: Sequence[Objective], path: Path, title: str = "") -> Path:
+def plot_front(log, objectives: Sequence[Objective], path: Path, title: str = "",
+               presets: dict[str, dict[str, float]] | None = None) -> Path:
+    """``log``: a RunLog (or anything with its ``values``/``col``/``front``/``feasible``).
+    ``presets``: published models' known metric values ({name: {column: value}}), drawn on the
+    same axes: a labelled point where both axes are known, a dashed line where only x is."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,6 +39,17 @@ def plot_front(log, objectives: Sequence[Objective], path: Path, title: str = ""
             fv = vals[front]
             order = np.argsort(fv[:, i])
             ax.plot(fv[order, i], fv[order, j], "-o", ms=4, c="C3", lw=1, label=f"Pareto front ({len(front)})")
+        for name, known in (presets or {}).items():
+            xv, yv = known.get(objectives[i].column), known.get(objectives[j].column)
+            if xv is None:
+                continue
+            if yv is not None:
+                ax.scatter([xv], [yv], marker="*", s=60, c="C0", zorder=3)
+                ax.annotate(name, (xv, yv), fontsize=6, xytext=(3, 3), textcoords="offset points", color="C0")
+            else:
+                ax.axvline(xv, ls="--", lw=0.6, c="C0", alpha=0.6)
+                ax.annotate(name, (xv, 1.0), xycoords=("data", "axes fraction"), fontsize=6, rotation=90,
+                            va="top", ha="right", color="C0")
         ax.set_xlabel(f"{objectives[i].label} ({'lower' if objectives[i].goal == 'min' else 'higher'} is better)")
         ax.set_ylabel(f"{objectives[j].label} ({'lower' if objectives[j].goal == 'min' else 'higher'} is better)")
         ax.grid(alpha=0.3)

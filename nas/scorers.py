@@ -160,6 +160,15 @@ class SupernetScorer:
         acc, _ = evaluate_subnet(self._model, self.space.arch(genome), self.data, self.bn_batches, self.batch_size, self.device)
         return {self.column: acc}
 
+    def calibrated(self, genome: np.ndarray):
+        """The resident supernet with ``genome`` active and its BatchNorm statistics recalibrated
+        exactly as ``__call__`` does before measuring accuracy (``nas export`` extracts from it)."""
+        from nas.train.trainer import calibrate_subnet
+
+        self._load()
+        calibrate_subnet(self._model, self.space.arch(genome), self.data, self.bn_batches, self.batch_size, self.device)
+        return self._model
+
 
 def resolve_checkpoint(spec: str) -> Path:
     from nas.train.checkpoint import CHECKPOINT, find_checkpoint

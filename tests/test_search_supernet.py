@@ -12,15 +12,6 @@ pytestmark = pytest.mark.skipif(not FASHION_MNIST_DIR.exists(),
                                 reason="Fashion-MNIST not installed: apt-get install dataset-fashion-mnist")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("train") / "run"
-    r = nas_cli("train", "--space", "elasticvit-tiny", "--data", "fashion-mnist", "--steps", "25", "--batch-size", "32",
-                "--heldout", "600", "--ema", "0.8", "--threads", "2", "--out", str(out), "--no-progress", "--json")
-    assert r.returncode == 0, r.stderr
-    return out
-
-
 def test_search_front_accuracy_comes_from_the_supernet(trained, tmp_path):
     r = nas_cli("search", "--space", "elasticvit-tiny", "--supernet", str(trained), "--budget", "10",
                 "--population", "5", "--out", str(tmp_path / "s"), "--no-progress", "--json")

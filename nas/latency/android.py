@@ -222,16 +222,10 @@ class AndroidRuntime(Runtime):
 
     def _model_file(self, module, example, folder: Path) -> Path:
         """The block as the file the phone's binary reads: ONNX, or TFLite via the user's converter."""
-        import warnings
-
-        import torch
+        from nas.latency.measure import onnx_export
 
         onnx = folder / "block.onnx"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
-            # the same export as ONNXRuntimeCPU.session, so phone and local tables time the same graph
-            torch.onnx.export(module.eval(), (example,), str(onnx), dynamo=False, opset_version=17,
-                              input_names=["x"], output_names=["y"])
+        onnx_export(module, example, str(onnx))  # the same export as ONNXRuntimeCPU.session: phones time the same graph
         if self.runtime == "onnxruntime":
             return onnx
         outdir = folder / "tflite"

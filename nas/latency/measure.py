@@ -268,15 +268,9 @@ class ONNXRuntimeCPU(Runtime):
 
     def session(self, module, example):
         import io
-        import warnings
-
-        import torch
 
         buf = io.BytesIO()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
-            torch.onnx.export(module.eval(), (example,), buf, dynamo=False, opset_version=17,
-                              input_names=["x"], output_names=["y"])
+        onnx_export(module, example, buf)
         so = self._ort.SessionOptions()
         so.intra_op_num_threads = self.protocol.threads
         so.inter_op_num_threads = 1
@@ -293,6 +287,24 @@ class ONNXRuntimeCPU(Runtime):
         env = super().environment()
         env["onnxruntime"] = self._ort.__version__
         return env
+
+
+ONNX_OPSET = 17
+
+
+def onnx_export(module, example, f, dynamic_batch: bool = False) -> None:
+    """The one ONNX export of vitnas (latency tables, phones, `nas export`): the TorchScript
+    exporter (the dynamo exporter takes seconds per block), opset 17, input ``x``, output ``y``;
+    ``dynamic_batch`` leaves dimension 0 of both free."""
+    import warnings
+
+    import torch
+
+    axes = {"x": {0: "batch"}, "y": {0: "batch"}} if dynamic_batch else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
+        torch.onnx.export(module.eval(), (example,), f, dynamo=False, opset_version=ONNX_OPSET,
+                          input_names=["x"], output_names=["y"], dynamic_axes=axes)
 
 
 RUNTIMES: dict[str, type[Runtime]] = {r.name: r for r in (TorchCPU, ONNXRuntimeCPU, TorchCUDA)}

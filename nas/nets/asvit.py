@@ -56,9 +56,9 @@ class WindowAttention(nn.Module):
             raise ValueError(f"a {h}x{w} token grid cannot be split into {self.split}x{self.split} windows")
         s = h // self.split
         win = x.reshape(b, h // s, s, w // s, s, d).permute(0, 1, 3, 2, 4, 5).reshape(-1, s * s, d)  # (B*nW, s*s, d)
-        q, k, v = self.qkv(win).reshape(len(win), s * s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(win).reshape(win.shape[0], s * s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         attn = (q * self.scale) @ k.transpose(-2, -1)
-        out = (attn.softmax(-1) @ v).transpose(1, 2).reshape(len(win), s * s, d)
+        out = (attn.softmax(-1) @ v).transpose(1, 2).reshape(win.shape[0], s * s, d)
         out = self.proj(out).reshape(b, h // s, w // s, s, s, d).permute(0, 1, 3, 2, 4, 5)
         return out.reshape(b, h, w, d)
 

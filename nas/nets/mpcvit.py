@@ -149,7 +149,7 @@ class MpcViTNet(nn.Module):
         if x.shape[-1] != self.cfg.resolution:
             x = F.interpolate(x, size=(self.cfg.resolution,) * 2, mode="bilinear", align_corners=False)
         x = self.tokenizer(x).flatten(2).transpose(1, 2)  # (B, N-1, C)
-        x = torch.cat([self.class_emb.expand(len(x), -1, -1), x], 1) + self.positional_emb
+        x = torch.cat([self.class_emb.expand(x.shape[0], -1, -1), x], 1) + self.positional_emb
         for block in self.blocks:
             x = block(x)
         return self.norm(x)

@@ -27,7 +27,7 @@ class AvgPool3x3(nn.Module):
     convolution's, 40x faster here than avg_pool2d's."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> same
-        c, h, w = x.shape[1:]
+        c, h, w = (int(s) for s in x.shape[1:])  # constants when traced: ONNX needs a kernel of known shape
         ones = torch.ones(c, 1, 3, 3, dtype=x.dtype, device=x.device)
         count = F.conv2d(torch.ones(1, 1, h, w, dtype=x.dtype, device=x.device), ones[:1], padding=1)
         return F.conv2d(x, ones, padding=1, groups=c) / count

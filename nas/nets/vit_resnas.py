@@ -36,7 +36,7 @@ class PatchConvEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         x = self.proj(x + self.res(x)).flatten(2).transpose(1, 2)  # (B, N - 1, E)
-        return torch.cat([self.cls_token.expand(len(x), -1, -1), x], 1) + self.pos_embed
+        return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + self.pos_embed
 
 
 class Block(nn.Module):

@@ -94,17 +94,7 @@ def prepare(cfg: SearchConfig) -> Session:
         raise UserError("--supernet is given but no objective uses it: add 'accuracy' to --objectives")
     if cfg.max_latency is not None and not devices:
         raise UserError("--max-latency needs --device")
-    constraints = []
-    if cfg.max_latency is not None:
-        constraints += [Constraint(latency_column(d), cfg.max_latency, "--max-latency") for d in devices]
-    if cfg.max_macs is not None:
-        constraints.append(Constraint("macs_m", cfg.max_macs, "--max-macs"))
-    if cfg.min_macs is not None:
-        constraints.append(Constraint("macs_m", cfg.min_macs, "--min-macs", ">="))
-    if cfg.max_params is not None:
-        constraints.append(Constraint("params_m", cfg.max_params, "--max-params"))
-    for text in cfg.constraints:
-        constraints += parse_constraint(text, devices, list(named))
+    constraints = constraints_of(cfg, devices, list(named))
     used = [c[len(tm.PREFIX):] for c in [o.column for o in objectives] + [c.column for c in constraints]
             if c.startswith(tm.PREFIX)]
     metrics = tm.load_metrics(cfg.metrics, list(dict.fromkeys(used)), space, cfg.allow_missing)
@@ -140,6 +130,23 @@ def prepare(cfg: SearchConfig) -> Session:
                     metrics=tuple(tm.absolute_spec(m) for m in cfg.metrics),
                     supernet=str(scorer.path) if isinstance(scorer, SupernetScorer) else None)
     return Session(cfg, space, tables, evaluator, objectives, constraints, problem, history, searcher)
+
+
+def constraints_of(cfg: SearchConfig, devices: list[str], metrics: list[str] = ()) -> list[Constraint]:
+    """The constraints a search's flags set (``devices``: the tables' device names; ``metrics``:
+    the metric names a ``--constraint`` may use)."""
+    constraints = []
+    if cfg.max_latency is not None:
+        constraints += [Constraint(latency_column(d), cfg.max_latency, "--max-latency") for d in devices]
+    if cfg.max_macs is not None:
+        constraints.append(Constraint("macs_m", cfg.max_macs, "--max-macs"))
+    if cfg.min_macs is not None:
+        constraints.append(Constraint("macs_m", cfg.min_macs, "--min-macs", ">="))
+    if cfg.max_params is not None:
+        constraints.append(Constraint("params_m", cfg.max_params, "--max-params"))
+    for text in cfg.constraints:
+        constraints += parse_constraint(text, devices, list(metrics))
+    return constraints
 
 
 def evaluator_for(cfg: SearchConfig) -> Evaluator:
@@ -182,11 +189,13 @@ class SearchResult:
     plot: Path | None
     seconds: float
     stalled: bool
+    report: Path | None = None
 
     def summary(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "evaluated": self.evaluated, "pareto_size": self.front,
                 "failed": self.failed, "pareto_csv": str(self.pareto_csv),
-                "plot": str(self.plot) if self.plot else None, "seconds": round(self.seconds, 2),
+                "plot": str(self.plot) if self.plot else None, "report": str(self.report) if self.report else None,
+                "seconds": round(self.seconds, 2),
                 "stalled": self.stalled}
 
 
@@ -204,6 +213,11 @@ def run(session: Session, run_dir: Path, *, progress: bool = True, plot: bool = 
     history.log = log
     bar = _progress(cfg.budget, min(log.n, cfg.budget), progress)
     pareto = run_dir / "pareto.csv"
+    mirror = None
+    if cfg.optuna_storage is not None:
+        from nas.tracking import OptunaMirror
+
+        mirror = OptunaMirror(cfg.optuna_storage, run_dir, space, session.objectives, session.constraints)
     last_write, stall, stalled = time.perf_counter(), 0, False
     try:
         while history.seen < cfg.budget:
@@ -234,6 +248,8 @@ def run(session: Session, run_dir: Path, *, progress: bool = True, plot: bool = 
             searcher.tell(x, f, log.violations(rows))
             if todo and time.perf_counter() - last_write > pareto_every_s:
                 log.write_pareto(pareto, *_row_fields(session, log))
+                if mirror is not None:
+                    mirror.sync()
                 last_write = time.perf_counter()
             if bar is not None:
                 bar.set_postfix(front=len(log.front), refresh=False)
@@ -243,13 +259,16 @@ def run(session: Session, run_dir: Path, *, progress: bool = True, plot: bool = 
         log.close()
         runner.close()
     n_front = log.write_pareto(pareto, *_row_fields(session, log))
-    png = None
+    if mirror is not None:
+        mirror.sync()  # everything logged, also what an interrupted batch finished
+    png = report = None
     if plot:
-        from nas.report import plot_front
+        from nas.run_report import write_report
 
-        png = plot_front(log, session.objectives, run_dir / "pareto.png", title=_title(session))
+        report = write_report(run_dir)  # pareto.png and the other figures beside it
+        png = run_dir / "pareto.png"
     return SearchResult(run_dir, log.n, n_front, int((log.status == FAILED).sum()), pareto, png,
-                        time.perf_counter() - t0, stalled)
+                        time.perf_counter() - t0, stalled, report)
 
 
 def _evaluate(session: Session, runner, log: RunLog, genomes: np.ndarray, ids: list[str], todo: list[int],
@@ -322,12 +341,6 @@ def _row_fields(session: Session, log: RunLog) -> tuple[list[str], Any]:
     header = ["arch_id", *obj_cols, *other, "accuracy_estimate", "device", "table_version", "space",
               *space.decode(space.smallest())]
     return header, fields
-
-
-def _title(session: Session) -> str:
-    c = session.cfg
-    where = f" on {', '.join(t.device for t in session.tables)}" if session.tables else ""
-    return f"{session.space.name}{where}: {c.strategy}, seed {c.seed}"
 
 
 def _progress(total: int, done: int, enabled: bool):

@@ -415,13 +415,19 @@ def evaluate_subnet(supernet, arch: Arch, data: Data, bn_batches: int, batch_siz
     """BN-recalibrate ``arch`` on the first ``bn_batches`` training batches (a fixed order), then
     its (accuracy, loss) on the held-out split (its first ``limit`` images). Modifies the
     supernet's BN statistics."""
+    calibrate_subnet(supernet, arch, data, bn_batches, batch_size, device)
+    held = ((data.normalise(x).to(device), y.to(device)) for x, y in
+            data.raw_batches(data.heldout, 512, stop=None if limit is None else -(-limit // 512)))
+    return accuracy(supernet, held)
+
+
+def calibrate_subnet(supernet, arch: Arch, data: Data, bn_batches: int, batch_size: int, device) -> None:
+    """Activate ``arch`` and re-estimate its BatchNorm statistics on the first ``bn_batches``
+    training batches (a fixed order): the supernet as a search evaluates (and exports) it."""
     supernet.set_active(arch)
     calib = (data.normalise(x).to(device) for x, _ in
              data.raw_batches(data.train, batch_size, shuffle_seed=[0, 10**6], stop=bn_batches))
     recalibrate_bn(supernet, calib)
-    held = ((data.normalise(x).to(device), y.to(device)) for x, y in
-            data.raw_batches(data.heldout, 512, stop=None if limit is None else -(-limit // 512)))
-    return accuracy(supernet, held)
 
 
 def _param_groups(model: nn.Module, wd: float) -> list[dict]:
