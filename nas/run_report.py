@@ -103,12 +103,13 @@ def fronts_at(data: RunData, ks) -> list[np.ndarray]:
 
     out, front, done = [], np.empty(0, dtype=np.int64), 0
     for k in ks:
-        for start in range(done, int(k), FRONT_CHUNK):
-            rows = np.arange(start, min(int(k), start + FRONT_CHUNK))
+        k = min(int(k), len(data.values))  # a run with no evaluations (yet) has an empty front
+        for start in range(done, k, FRONT_CHUNK):
+            rows = np.arange(start, min(k, start + FRONT_CHUNK))
             cand = np.concatenate([front, rows[data.feasible(rows)]])
             if len(cand):
                 front = np.sort(cand[NonDominatedSorting().do(data.minimised(cand), only_non_dominated_front=True)])
-        done = max(done, int(k))
+        done = max(done, k)
         out.append(front)
     return out
 
@@ -184,7 +185,8 @@ def plot_evolution(data: RunData, path: Path) -> Path:
     ax.set_xlabel(oi.label)
     ax.set_ylabel(oj.label)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     ax.set_title("the front over the search", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)

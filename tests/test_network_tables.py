@@ -195,3 +195,17 @@ def test_allow_missing_logs_failed_rows(nb201, tmp_path):
         assert (r["status"] == "failed") == (r["id"] not in known)
         if r["status"] == "failed":
             assert r["error"] == "not in the table of latency_part_ms"
+
+
+@pytest.mark.parametrize("strategy", ["nsga2", "evolution", "optuna-nsga2"])
+def test_a_constraint_nothing_meets_still_spends_the_budget(strategy, tmp_path):
+    """pixel2's fastest cell takes 4 ms: under a 3 ms bound every candidate is infeasible, and the
+    searchers must evaluate them anyway (their violations guide the search) -- not stop at 0 with
+    an empty log -- and report.html must draw a run without a front."""
+    r = nas_cli("search", "--space", "nb201", "--device", "pixel2", "--objectives", "latency,max:nb201-cifar10",
+                "--constraint", "latency<=3", "--strategy", strategy, "--budget", "40", "--population", "8",
+                "--no-progress", "--out", str(tmp_path / "r"), "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert out["evaluated"] == 40 and out["pareto_size"] == 0
+    assert (tmp_path / "r" / "report.html").exists()

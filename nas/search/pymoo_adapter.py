@@ -85,10 +85,14 @@ class PymooNSGA2:
         n_var = self.problem.n_var
         x = np.rint(pop.get("X")).astype(np.int64).reshape(-1, n_var)
         short = self.population - len(x)
-        if short > 0 and self.algorithm.pop is not None and len(self.algorithm.pop):
-            rs, base = self.algorithm.random_state, np.rint(self.algorithm.pop.get("X")).astype(np.int64).reshape(-1, n_var)
-            extra = fill(self.problem, short, lambda k: neighbours(self.problem, rs, base[rs.integers(len(base), size=k)]),
-                         x, rounds=4)
+        if short > 0:
+            rs = self.algorithm.random_state
+            if self.algorithm.pop is not None and len(self.algorithm.pop):
+                base = np.rint(self.algorithm.pop.get("X")).astype(np.int64).reshape(-1, n_var)
+                extra = fill(self.problem, short,
+                             lambda k: neighbours(self.problem, rs, base[rs.integers(len(base), size=k)]), x, rounds=4)
+            else:  # no population yet: nothing drawn met the constraints (pymoo dropped them all as unusable)
+                extra = np.empty((0, n_var), dtype=np.int64)
             if len(extra) < short:
                 extra = np.concatenate([extra, fill(self.problem, short - len(extra), lambda k: self.problem.sample(rs, k),
                                                     np.concatenate([x, extra]), relax=True)])
