@@ -16,9 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nas.arch import Arch
-from nas.elastic.ops import ElasticBatchNorm1d, ElasticBatchNorm2d, ElasticConv2d, ElasticLayerNorm, ElasticLinear
+from nas.elastic.ops import ElasticBatchNorm1d, ElasticBatchNorm2d, ElasticConv2d, ElasticLinear
 from nas.elastic.supernet import Supernet
-from nas.nets.elasticvit import _init
+from nas.nets.elasticvit import TokenChannelLayerNorm, _init
 
 
 class ElasticSequential(nn.Sequential):
@@ -98,7 +98,7 @@ class ElasticAttention(nn.Module):
         max_heads = max_dim // head_dim
         vt = max_heads * head_dim * max_v
         self.head_dim, self.max_side, self.v_scale = head_dim, max_side, max_v
-        self.norm = ElasticLayerNorm(max_dim)
+        self.norm = TokenChannelLayerNorm(max_dim)  # slices its affine to the input's width
         self.qkv = ElasticQKV(max_dim, max_heads, head_dim, max_v)
         self.dw_v = ElasticConv2d(vt, vt, 3, depthwise=True)
         self.proj = ElasticLinear(vt, max_dim)
@@ -148,7 +148,7 @@ class ElasticAttention(nn.Module):
 class ElasticFFN(nn.Module):
     def __init__(self, max_dim: int, max_ratio: int):
         super().__init__()
-        self.norm = ElasticLayerNorm(max_dim)
+        self.norm = TokenChannelLayerNorm(max_dim)  # slices its affine to the input's width
         self.fc1 = ElasticLinear(max_dim, max_dim * max_ratio)
         self.act = nn.Hardswish()
         self.fc2 = ElasticLinear(max_dim * max_ratio, max_dim)
