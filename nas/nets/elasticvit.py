@@ -22,6 +22,8 @@ class MBConv(nn.Module):
     Expansion multiplies the *input* width. Stride-2 layers add an avg-pooled shortcut, with a
     1x1 conv when widths differ (ElasticViT's MobileBlock)."""
 
+    weight_decay_exempt = True  # the original takes every MobileBlock off weight decay
+
     def __init__(self, cin: int, cout: int, expand: int, kernel: int, stride: int, se: bool):
         super().__init__()
         inner = cin * expand
@@ -148,6 +150,7 @@ class ElasticViTNet(nn.Module):
         self.cfg = cfg
         c0 = cfg.widths[0]
         self.first_conv = nn.Sequential(nn.Conv2d(3, c0, 3, 2, 1, bias=False), nn.BatchNorm2d(c0), nn.Hardswish())
+        self.first_conv.weight_decay_exempt = True  # as the original's (trainer._param_groups)
         blocks: list[nn.Module] = []
         cin = c0
         for b, kind in enumerate(cfg.kinds):
