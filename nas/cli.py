@@ -76,6 +76,11 @@ re-run the same command to resume an interrupted build; --fresh starts over""",
   python3 -m venv ~/spu-venv && ~/spu-venv/bin/pip install spu==0.9.5     # once; never into vitnas's venv
   nas lut spu-calibrate --spu-python ~/spu-venv/bin/python --out semi2k.csv
 then point a device TOML's `ops` at semi2k.csv (docs/mpc.md); ~1-3 minutes on 2 cores""",
+    "import-weights": """examples:
+  nas import-weights --from elasticvit-original supernet_checkpoint.pth.tar --space elasticvit \\
+      --data imagefolder:/data/imagenet --out elasticvit-original.safetensors
+  nas search --space elasticvit --supernet elasticvit-original.safetensors --objectives accuracy,latency --device pixel6
+  nas import-weights --from elasticvit-original weights.safetensors --space elasticvit --out w.safetensors --allow-missing --json""",
     "design": """examples:
   nas design --space deepmad-resnet --max-flops 4.13G --max-params 25.55M             # DeepMAD-R50's budgets
   nas design --space deepmad-mobilenet --max-flops 4.5G --max-params 29M --rho 0.5 --json
@@ -198,8 +203,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="in-place distillation with alpha-divergence (default: on for complexity/elasticvit)")
     t.add_argument("--teacher", action="append", default=[], metavar="NAME:CKPT",
                    help="timm model and its checkpoint; repeat for an ensemble (their mean replaces the labels)")
-    t.add_argument("--ema", type=float, metavar="DECAY", help="keep an EMA of the weights; evaluation uses it")
-    t.add_argument("--agc", type=float, metavar="FACTOR", help="adaptive gradient clipping (ElasticViT: 0.1)")
+    t.add_argument("--ema", type=float, metavar="DECAY", help="keep an EMA of the weights; evaluation uses it "
+                                                           "(default: the space's recipe, elasticvit 0.99985; 0: off)")
+    t.add_argument("--agc", type=float, metavar="FACTOR", help="adaptive gradient clipping "
+                                                            "(default: the space's recipe, elasticvit 0.1; 0: off)")
+    t.add_argument("--bn-batches", type=int, metavar="N", help="BN recalibration batches before an evaluation, in "
+                   "training and in a search with the supernet (default: the space's recipe, elasticvit 129 and 65 of 96)")
     t.add_argument("--accumulate", type=int, default=1, help="micro-batches per optimiser step")
     t.add_argument("--heldout", type=int, default=TrainConfig.heldout, help="training images held out for search")
     t.add_argument("--eval-every", type=int, help="steps between evaluations (default: each epoch and the end)")
@@ -378,6 +387,19 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--format", default="csv", help="csv (default) or parquet")
     ev.add_argument("--out", type=Path, help="output file (default RUN_DIR/evals.csv or evals.parquet)")
     ev.add_argument("--json", action="store_true")
+
+    iw = cmd("import-weights", "convert a supernet trained with the authors' code into a vitnas supernet checkpoint")
+    iw.add_argument("ckpt", metavar="CKPT", help="the original checkpoint (.pth.tar with model_ema / state_dict, "
+                                                 "a bare state_dict, or .safetensors); read without running code")
+    iw.add_argument("--from", dest="origin", required=True, choices=["elasticvit-original"],
+                    help="whose format: elasticvit-original (microsoft/Moonlit ElasticViT; its EMA weights if present)")
+    iw.add_argument("--space", required=True, help="the space the weights belong to (elasticvit)")
+    iw.add_argument("--data", help="the dataset a search recalibrates BN on and scores with (as for nas train)")
+    iw.add_argument("--heldout", type=int, default=TrainConfig.heldout, help="training images held out for search")
+    iw.add_argument("--allow-missing", action="store_true",
+                    help="keep initial values for tensors the checkpoint lacks (default: refuse)")
+    iw.add_argument("--out", type=Path, required=True, help="the supernet checkpoint to write (for nas search --supernet)")
+    iw.add_argument("--json", action="store_true")
 
     sp = cmd("spaces", "list the search spaces that ship with vitnas")
     sp.add_argument("--json", action="store_true")
@@ -625,7 +647,8 @@ def cmd_train(a: argparse.Namespace) -> str | None:
             raise UserError("under torchrun, give every rank the same --out")
         cfg = TrainConfig(space=a.space, data=a.data, sampler=a.sampler, subnets=a.subnets, steps=a.steps,
                           epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, alpha_div=a.alpha_div,
-                          teachers=tuple(a.teacher), ema=a.ema, agc=a.agc, accumulate=a.accumulate, heldout=a.heldout,
+                          teachers=tuple(a.teacher), ema=a.ema, agc=a.agc, bn_batches=a.bn_batches,
+                          accumulate=a.accumulate, heldout=a.heldout,
                           eval_every=a.eval_every, checkpoint_every=a.checkpoint_every, max_bad_steps=a.max_bad_steps,
                           seed=a.seed, threads=a.threads, ray=a.ray, workers=a.workers, gpus_per_worker=a.gpus_per_worker,
                           arch=None if a.arch is None else self_contained(a.arch), retokenize=a.retokenize,
@@ -1041,7 +1064,25 @@ def cmd_convert_checkpoint(a: argparse.Namespace) -> str:
     return f"wrote {convert_legacy(a.path)}"
 
 
-COMMANDS = {"convert-checkpoint": cmd_convert_checkpoint, "search": cmd_search, "resume": cmd_resume, "train": cmd_train, "tune": cmd_tune, "latency": cmd_latency,
+def cmd_import_weights(a: argparse.Namespace) -> str:
+    from nas.elastic.elasticvit_original import import_weights
+    from nas.spaces import get_space
+
+    space = get_space(a.space)
+    if a.data is not None:  # fail now, not at search time: the spec loads and its classes fit the head
+        from nas.data import load_data
+
+        if load_data(a.data, heldout=a.heldout, seed=0).num_classes != space.num_classes:
+            raise UserError(f"--data {a.data} does not have the {space.num_classes} classes of space {space.name!r}")
+    out = import_weights(Path(a.ckpt), space, a.out, data=a.data, heldout=a.heldout, allow_missing=a.allow_missing)
+    if a.json:
+        return json.dumps(out, indent=2)
+    kept = f" ({out['missing']} at their initial values)" if out["missing"] else ""
+    data = out["data"] or "none (give --data to search with it)"
+    return f"wrote {out['out']}: {out['tensors']} tensors of space {out['space']}{kept}; data {data}"
+
+
+COMMANDS = {"convert-checkpoint": cmd_convert_checkpoint, "import-weights": cmd_import_weights, "search": cmd_search, "resume": cmd_resume, "train": cmd_train, "tune": cmd_tune, "latency": cmd_latency,
             "spaces": cmd_spaces, "devices": cmd_devices, "proxies": cmd_proxies, "lut": cmd_lut, "design": cmd_design,
             "export": cmd_export, "report": cmd_report, "evals": cmd_evals}
 

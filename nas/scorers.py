@@ -93,9 +93,7 @@ class SupernetScorer:
     column = "accuracy"
 
     def __init__(self, space: SearchSpace, checkpoint: str, threads: int, bn_batches: int = 8):
-        from nas.train.trainer import CALIBRATION_BATCH
-
-        self.space, self.threads, self.bn_batches, self.batch_size = space, threads, bn_batches, CALIBRATION_BATCH
+        self.space, self.threads, self.bn_batches, self.batch_size = space, threads, bn_batches, 128
         self.path = resolve_checkpoint(checkpoint)
         self._model = None
 
@@ -139,8 +137,12 @@ class SupernetScorer:
             raise UserError(f"--supernet {self.path}: weights do not fit space {self.space.name!r} "
                             f"({str(e).splitlines()[0]})") from None
         self._ema = bool(ema)
-        self.bn_batches = ck.get("evaluation", {}).get("bn_batches", self.bn_batches)
+        self.bn_batches = ck.get("evaluation", {}).get("bn_batches", self.bn_batches)  # the recipe's search count
+        self.batch_size = ck.get("evaluation", {}).get("batch", self.batch_size)
         self._data_spec = ck["data"]
+        if not ck["data"].get("spec"):  # imported weights without --data
+            raise UserError(f"--supernet {self.path} names no dataset to recalibrate BN and score on: "
+                            "re-import it with --data")
         self.data = load_data(ck["data"]["spec"], heldout=ck["data"]["heldout"], seed=ck["data"]["seed"])
         # a GPU when one is visible: a Ray worker given --gpus-per-worker sees exactly its own
         self.device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -18,8 +18,8 @@ proxy_resolution = 32
 num_classes = 1000
 [scaling]
 repeats = 1
-stop_params_m = 20
-max_params_m = 30
+stop_params_m = 3
+max_params_m = 4.5
 """
 
 
@@ -42,7 +42,8 @@ def test_space_size_and_published_large_model(asvit):
 def test_model_matches_analytic_params_and_runs(asvit, rng):
     for g in asvit.sample(rng, 6):
         arch = asvit.arch(g)
-        for scaled in (arch, asvit.with_scale(arch, (2, 1, 3, 1), 48)):
+        # 9: a proxy width the heads do not divide (attention in heads * (9 // heads) channels)
+        for scaled in (arch, asvit.with_scale(arch, (1, 2, 1, 1), 9), asvit.with_scale(arch, (2, 1, 3, 1), 48)):
             model = asvit.build(scaled, 64)
             assert sum(p.numel() for p in model.parameters()) == int(asvit.cost(np.asarray([scaled.genome]))["params"][0])
         assert model(torch.randn(2, 3, 64, 64)).shape == (2, 1000)
@@ -71,7 +72,7 @@ def test_arch_strings(asvit):
     assert asvit.parse_arch("8,2,3,3|4,1,2,2|4,1,4,4|4,1,6,1|32,64") == scaled
     for bad, msg in [("8,2,3|4,1,2|4,1,4|32", "expected 4 stages"), ("8,2,3|4,1,2|4,1,4|4,2,6|32", "stage4.split"),
                      ("8,2,x|4,1,2|4,1,4|4,1,6|32", "integer"), ("8,2,3|4,1,2|4,1,4|4,1,6|32,64", "'K,S,E|...|H'"),
-                     ("8,2,3,1|4,1,2,1|4,1,4,1|4,1,6,1|64,36", "not divisible")]:
+                     ("8,2,3,1|4,1,2,1|4,1,4,1|4,1,6,1|64,4", "narrower than the 8 heads")]:
         with pytest.raises(UserError, match=msg):
             asvit.from_string(bad)
 
@@ -89,7 +90,7 @@ def test_seed_search_and_scaling_grow_monotonically_and_resume(tmp_path):
     params = [float(x["params_m"]) for x in rows]
     macs = [float(x["macs_g"]) for x in rows]
     assert len(rows) >= 3 and params == sorted(params) and macs == sorted(macs) and len(set(params)) == len(params)
-    assert params[-1] >= 20 and params[-1] <= 30 and params[-2] < 20  # stops once the target is reached
+    assert params[-1] >= 3 and params[-1] <= 4.5 and params[-2] < 3  # stops once the target is reached
     depths = [sum(map(int, x["depths"].split("|"))) for x in rows]
     assert depths == list(range(4, 4 + len(rows)))  # one layer per step
     assert summary["seed"].count("|") == 4 and summary["final"] == rows[-1]["arch"]
@@ -186,3 +187,34 @@ def test_non_finite_measures_cannot_break_the_policy_or_the_scaling():
     assert len(family) > 2 and [r["params"] for r in family] == sorted(r["params"] for r in family)
     assert finite_measures({"ntk": math.inf, "length_distortion": math.nan},
                            {"ntk": [3.0, 5.0], "length_distortion": [2.0, 1.0]}) == {"ntk": 5.0, "length_distortion": 1.0}
+
+
+def test_width_candidates_are_the_originals_and_reach_asvit_large():
+    """search/grow.py: round(h * (1 + r)) for r in 5/10/15/20 %, Python's rounding, repeats dropped."""
+    from nas.search.asvit import width_candidates
+
+    growth = [0.05, 0.10, 0.15, 0.20]
+    assert width_candidates(8, growth) == [8, 9, 10]  # 8.4, 8.8, 9.2, 9.6
+    assert width_candidates(10, growth) == [10, 11, 12]  # 10.5 rounds to even
+    assert width_candidates(11, growth) == [12, 13]  # from here every step widens
+    assert width_candidates(45, growth) == [47, 50, 52, 54]
+    reach = {8}
+    for _ in range(10):  # As-ViT Large (depths 5,2,5,2) is 10 steps from [1,1,1,1]
+        reach = {w for h in reach for w in width_candidates(h, growth)}
+    assert 45 in reach  # proxy width 45 = C 180 / 4, As-ViT Large's width
+
+
+def test_scaling_steps_take_the_original_width_candidates():
+    from nas.search.asvit import scale, width_candidates
+
+    space = get_space("asvit")  # the 80 M target: a long family
+
+    def measures(arch, role):  # deterministic synthetic values, so only the rule is under test
+        h = int(arch.id[-6:], 16)
+        return {"ntk": 10.0 + h % 97, "length_distortion": 1.0 + h % 89}
+
+    family = scale(space, measures, space.presets()["seed"], space.scaling, False)
+    assert len(family) > 8 and family[0]["proxy_width"] == 8
+    for prev, row in zip(family, family[1:]):
+        assert row["proxy_width"] in width_candidates(prev["proxy_width"], space.scaling["growth"])
+        assert row["width"] == 4 * row["proxy_width"]

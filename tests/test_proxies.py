@@ -135,12 +135,34 @@ def test_fisher_reads_channels_of_token_outputs_on_the_last_axis():
     a.retain_grad()
     torch.nn.functional.cross_entropy(net.head(a.mean(1)), y).backward()
     per = (a * a.grad).sum(1)  # (B, C): positions summed, channels on the last axis
-    by_hand = float((0.5 * per.pow(2).mean(0)).sum())
+    by_hand = 3 * float((0.5 * per.pow(2).mean(0)).sum())  # each channel counts in_features = 3 times
     h = net.head(net.fc(x).mean(1))  # the classifier's own term, (B, 2)
     hp = h.detach().requires_grad_(True)
     torch.nn.functional.cross_entropy(hp, y).backward()
-    by_hand += float((0.5 * (hp * hp.grad).pow(2).mean(0)).sum())
+    by_hand += 4 * float((0.5 * (hp * hp.grad).pow(2).mean(0)).sum())
     assert get_proxy("fisher")(net, ProxyData(x, y, 2)) == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_fisher_weights_each_channel_by_its_weights_as_the_reference():
+    # One 2x2 conv, 1 -> 2 channels, on a 1x1x2x2 ones image: its output is the logits z. Channel 0
+    # has zero weights, channel 1 weights ln(3)/4, so z = (0, ln 3) and softmax(z) = (1/4, 3/4).
+    # L is the batch mean, so image 1 (label 0) has dL/dz = (-3/4, 3/4) / 2 and image 2 (label 1)
+    # (1/4, -1/4) / 2. a * dL/da per channel: (0, 0.375 ln 3) and (0, -0.125 ln 3); 1/2 mean_n of
+    # the squares = (0, 0.0390625 ln^2 3). The reference copies that onto the channel's
+    # 1 * 2 * 2 = 4 weights: 0.15625 ln^2 3 (unweighted, as before: 1/4 of it).
+    class Conv(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 2, bias=False)
+            with torch.no_grad():
+                self.conv.weight.zero_()
+                self.conv.weight[1] = math.log(3) / 4
+
+        def forward(self, x):
+            return self.conv(x).flatten(1)
+
+    data = ProxyData(torch.ones(2, 1, 2, 2), torch.tensor([0, 1]), 2)
+    assert get_proxy("fisher")(Conv(), data) == pytest.approx(0.15625 * math.log(3) ** 2, rel=1e-6)
 
 
 def test_ensemble_methods():

@@ -251,6 +251,13 @@ def test_teacher_predictions_replace_labels(tmp_path):
     x = tr.data.normalise(tr.data.train.images[:4])
     probs = tr._teacher_probs(x)
     assert probs.shape == (4, 10) and torch.allclose(probs.sum(-1), torch.ones(4))
+    # ElasticViT's compute_dist_loss: one teacher gets 0.5 label CE + 0.5 KD, an ensemble KD alone
+    logits, y = torch.randn(4, 10), torch.tensor([0, 1, 2, 3])
+    ce = torch.nn.functional.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    torch.testing.assert_close(tr._label_loss(logits, y, probs), 0.5 * ce + 0.5 * soft_cross_entropy(logits, probs))
+    tr.teachers = tr.teachers * 2
+    torch.testing.assert_close(tr._label_loss(logits, y, probs), soft_cross_entropy(logits, probs))
+    tr.teachers = tr.teachers[:1]
     import nas.train.trainer as trainer_mod
 
     seen = []  # every target the label-role losses are given during training

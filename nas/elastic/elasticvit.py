@@ -3,8 +3,8 @@ same module names, so ``extract(arch)`` is a generic slice-and-copy (see superne
 
 What is elastic: resolution (inputs are resized), widths (prefix channels), depths (the first
 ``depth`` layers of a stage run), MBConv expand ratio and kernel (centre crop), MLP ratio, V scale
-(prefix of the V segment of the fused q/k/v projection), heads (width / 16: prefixes of the Q, K
-and V segments, of the relative-position table's head columns), and the relative-position
+(the fused q/k/v projection is sliced and read per head as the original's, see ElasticQKV), heads
+(width / 16: also prefixes of the relative-position table's head columns), and the relative-position
 table (one per attention layer, sized for the stage's largest grid; a smaller grid reads the
 entries of its own relative offsets).
 """
@@ -16,9 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nas.arch import Arch
-from nas.elastic.ops import ElasticBatchNorm1d, ElasticBatchNorm2d, ElasticConv2d, ElasticLayerNorm, ElasticLinear
+from nas.elastic.ops import ElasticBatchNorm1d, ElasticBatchNorm2d, ElasticConv2d, ElasticLinear
 from nas.elastic.supernet import Supernet
-from nas.nets.elasticvit import _init
+from nas.nets.elasticvit import TokenChannelLayerNorm, _init
 
 
 class ElasticSequential(nn.Sequential):
@@ -33,6 +33,8 @@ class ElasticSequential(nn.Sequential):
 
 
 class ElasticMBConv(nn.Module):
+    weight_decay_exempt = True  # the original takes every MobileBlock off weight decay
+
     def __init__(self, max_in: int, max_out: int, max_expand: int, max_kernel: int, stride: int, se: bool,
                  shortcut: bool):
         super().__init__()
@@ -72,8 +74,13 @@ class ElasticMBConv(nn.Module):
 
 
 class ElasticQKV(nn.Linear):
-    """The fused projection of the largest layer, laid out [Q | K | V] with each segment sized
-    for the most heads; a subnet takes a prefix of every segment (not of the fused weight)."""
+    """The fused projection of the largest layer, as the original's (microsoft/Moonlit): three
+    sections of rows sized for the most heads, [A | B | C] with A and B of max_heads * 16 rows
+    and C of max_heads * 16 * max_v. A subnet with h heads and V scale s fuses the prefixes
+    F = [A[:16h] ; B[:16h] ; C[:16hs]] and reads F's output per head in blocks of P = 32 + 16s:
+    head i's q, k and v are F rows i*P + [0, 16), [16, 32), [32, P). So the sections are not
+    q, k and v (for h > 2 a head's rows straddle them); weights trained with the original code
+    load unchanged. ``extract`` reorders F's rows into the standalone layout [Q_all | K_all | V_all]."""
 
     def __init__(self, max_dim: int, max_heads: int, head_dim: int, max_v: int):
         self.qk_max, self.head_dim = max_heads * head_dim, head_dim
@@ -84,12 +91,18 @@ class ElasticQKV(nn.Linear):
         w, m = self.weight, self.qk_max
         return torch.cat([w[:q, :c], w[m:m + q, :c], w[2 * m:2 * m + v, :c]])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., C) -> (..., h * P), head-major blocks [q_i | k_i | v_i]
         return F.linear(x, self._weight(self.active_qk, self.active_v, x.shape[-1]))
 
     def extract_tensor(self, name: str, t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-        q = shape[1] // self.head_dim * self.head_dim  # heads = width / head_dim
-        return self._weight(q, shape[0] - 2 * q, shape[1])
+        d = self.head_dim
+        h = shape[1] // d  # heads = width / head_dim
+        e = (shape[0] - 2 * h * d) // h
+        p = 2 * d + e
+        heads = torch.arange(h)[:, None] * p
+        rows = torch.cat([(heads + torch.arange(d)).flatten(), (heads + d + torch.arange(d)).flatten(),
+                          (heads + 2 * d + torch.arange(e)).flatten()])
+        return self._weight(h * d, h * e, shape[1])[rows]
 
 
 class ElasticAttention(nn.Module):
@@ -98,7 +111,7 @@ class ElasticAttention(nn.Module):
         max_heads = max_dim // head_dim
         vt = max_heads * head_dim * max_v
         self.head_dim, self.max_side, self.v_scale = head_dim, max_side, max_v
-        self.norm = ElasticLayerNorm(max_dim)
+        self.norm = TokenChannelLayerNorm(max_dim)  # slices its affine to the input's width
         self.qkv = ElasticQKV(max_dim, max_heads, head_dim, max_v)
         self.dw_v = ElasticConv2d(vt, vt, 3, depthwise=True)
         self.proj = ElasticLinear(vt, max_dim)
@@ -127,10 +140,11 @@ class ElasticAttention(nn.Module):
         h, qk = C // self.head_dim, self.head_dim
         vd = qk * self.v_scale
         self.qkv.active_qk, self.qkv.active_v = h * qk, h * vd
-        q, k, v = self.qkv(self.norm(x)).split([h * qk, h * qk, h * vd], dim=-1)
+        q, k, v = self.qkv(self.norm(x)).view(B, N, h, 2 * qk + vd).split([qk, qk, vd], dim=-1)  # per head
+        v = v.reshape(B, N, h * vd)  # V channels head-major, as the depthwise conv and proj read them
         v = self.dw_v(v.transpose(1, 2).reshape(B, -1, side, side)).flatten(2).transpose(1, 2)
-        q = q.view(B, N, h, qk).transpose(1, 2)
-        k = k.view(B, N, h, qk).transpose(1, 2)
+        q = q.transpose(1, 2)  # (B, h, N, qk)
+        k = k.transpose(1, 2)
         v = v.reshape(B, N, h, vd).transpose(1, 2)
         attn = (q @ k.transpose(-2, -1)) * qk ** -0.5
         attn = attn + self.attention_bias[self.bias_index(side)][:, :, :h].permute(2, 0, 1)
@@ -148,7 +162,7 @@ class ElasticAttention(nn.Module):
 class ElasticFFN(nn.Module):
     def __init__(self, max_dim: int, max_ratio: int):
         super().__init__()
-        self.norm = ElasticLayerNorm(max_dim)
+        self.norm = TokenChannelLayerNorm(max_dim)  # slices its affine to the input's width
         self.fc1 = ElasticLinear(max_dim, max_dim * max_ratio)
         self.act = nn.Hardswish()
         self.fc2 = ElasticLinear(max_dim * max_ratio, max_dim)
@@ -186,6 +200,7 @@ class ElasticViTSupernet(Supernet):
         max_sides = [int(out[0]) for _, out in space.grids(np.array([max(space.resolutions)]), "ceil")]
         c0 = widths[0]
         self.first_conv = nn.Sequential(ElasticConv2d(3, c0, 3, 2), ElasticBatchNorm2d(c0), nn.Hardswish())
+        self.first_conv.weight_decay_exempt = True
         blocks: list[nn.Module] = []
         cin = c0
         for b, cfg in enumerate(blocks_cfg):

@@ -49,12 +49,6 @@ class ElasticLinear(nn.Linear):
         return F.linear(x, self.weight[: self.active_out, : x.shape[-1]], b)
 
 
-class ElasticLayerNorm(nn.LayerNorm):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[-1]
-        return F.layer_norm(x, (c,), self.weight[:c], self.bias[:c], self.eps)
-
-
 class _ElasticBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm over the first C channels; running statistics are updated in place on the
     buffer prefix, so recalibrating a subnet touches only its own channels."""

@@ -40,15 +40,18 @@ class AsViTConfig:
 
 class WindowAttention(nn.Module):
     """MHSA inside each of split x split windows (window side = grid / split, read from the input,
-    so the same layer serves coarse and fine tokenisation)."""
+    so the same layer serves coarse and fine tokenisation). As in the original, a width the heads
+    do not divide attends in heads * (dim // heads) channels (the auto-scaling's 4x narrower proxy
+    networks have widths such as 9 with 4 heads)."""
 
     def __init__(self, dim: int, heads: int, split: int):
         super().__init__()
-        if dim % heads:
-            raise ValueError(f"width {dim} is not divisible by {heads} heads")
+        if dim < heads:
+            raise ValueError(f"width {dim} is narrower than its {heads} heads")
         self.heads, self.split, self.scale = heads, split, (dim // heads) ** -0.5
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.inner = dim // heads * heads
+        self.qkv = nn.Linear(dim, 3 * self.inner)
+        self.proj = nn.Linear(self.inner, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, h, w, d) -> same
         b, h, w, d = x.shape
@@ -58,7 +61,7 @@ class WindowAttention(nn.Module):
         win = x.reshape(b, h // s, s, w // s, s, d).permute(0, 1, 3, 2, 4, 5).reshape(-1, s * s, d)  # (B*nW, s*s, d)
         q, k, v = self.qkv(win).reshape(win.shape[0], s * s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         attn = (q * self.scale) @ k.transpose(-2, -1)
-        out = (attn.softmax(-1) @ v).transpose(1, 2).reshape(win.shape[0], s * s, d)
+        out = (attn.softmax(-1) @ v).transpose(1, 2).reshape(win.shape[0], s * s, self.inner)
         out = self.proj(out).reshape(b, h // s, w // s, s, s, d).permute(0, 1, 3, 2, 4, 5)
         return out.reshape(b, h, w, d)
 

@@ -22,6 +22,8 @@ class MBConv(nn.Module):
     Expansion multiplies the *input* width. Stride-2 layers add an avg-pooled shortcut, with a
     1x1 conv when widths differ (ElasticViT's MobileBlock)."""
 
+    weight_decay_exempt = True  # the original takes every MobileBlock off weight decay
+
     def __init__(self, cin: int, cout: int, expand: int, kernel: int, stride: int, se: bool):
         super().__init__()
         inner = cin * expand
@@ -48,6 +50,18 @@ class MBConv(nn.Module):
         return out + res
 
 
+class TokenChannelLayerNorm(nn.LayerNorm):
+    """ElasticViT's LayerNorm (``LNSuper``: ``F.layer_norm(x, x.shape[1:])``): each sample of a
+    (B, N, C) input is normalised over its N tokens and C channels jointly, then scaled by a
+    per-channel affine shared by every token. Not ``nn.LayerNorm(C)``, which normalises each token
+    on its own: weights trained with the original code only reproduce with the joint statistics.
+    The affine is sliced to the input's C, so the supernet uses this layer unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, C)
+        n, c = x.shape[1:]
+        return F.layer_norm(x, (n, c), self.weight[:c].expand(n, c), self.bias[:c].expand(n, c), self.eps)
+
+
 class Attention(nn.Module):
     """Pre-LN MHSA with q/k head dim 16, v head dim 16 * v_scale, a 3x3 depthwise conv on V,
     a learned relative-position bias over the grid, and Hardswish before the projection."""
@@ -56,7 +70,7 @@ class Attention(nn.Module):
         super().__init__()
         self.heads, self.qk, self.vd, self.side = heads, head_dim, head_dim * v_scale, side
         vt = heads * self.vd
-        self.norm = nn.LayerNorm(dim)
+        self.norm = TokenChannelLayerNorm(dim)
         self.qkv = nn.Linear(dim, 2 * heads * head_dim + vt, bias=False)  # [Q_all | K_all | V_all]
         self.dw_v = nn.Conv2d(vt, vt, 3, padding=1, groups=vt, bias=False)
         self.proj = nn.Linear(vt, dim)
@@ -84,7 +98,7 @@ class Attention(nn.Module):
 class FFN(nn.Module):
     def __init__(self, dim: int, ratio: int):
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
+        self.norm = TokenChannelLayerNorm(dim)
         self.fc1 = nn.Linear(dim, dim * ratio)
         self.act = nn.Hardswish()
         self.fc2 = nn.Linear(dim * ratio, dim)
@@ -136,6 +150,7 @@ class ElasticViTNet(nn.Module):
         self.cfg = cfg
         c0 = cfg.widths[0]
         self.first_conv = nn.Sequential(nn.Conv2d(3, c0, 3, 2, 1, bias=False), nn.BatchNorm2d(c0), nn.Hardswish())
+        self.first_conv.weight_decay_exempt = True  # as the original's (trainer._param_groups)
         blocks: list[nn.Module] = []
         cin = c0
         for b, kind in enumerate(cfg.kinds):

@@ -37,7 +37,7 @@ BUILTIN: dict[str, ProxyInfo] = {p.name: p for p in (
               "Abdelfattah et al., ICLR 2021"),
     ProxyInfo("snip", _G, "max", "sum |dL/dW * W| (connection sensitivity)", "Lee et al., ICLR 2019"),
     ProxyInfo("grasp", _G, "max", "sum -W * (H g), a Hessian-gradient product", "Wang et al., ICLR 2020"),
-    ProxyInfo("fisher", _G, "max", "sum over channels of 1/2 mean_n (sum_hw act * dL/dact)^2", "Turner et al., ICLR 2020"),
+    ProxyInfo("fisher", _G, "max", "sum over channels of 1/2 mean_n (sum_hw act * dL/dact)^2, each channel times its weight count", "Turner et al., ICLR 2020"),
     ProxyInfo("jacob_cov", _G, "max", "-sum log(l + k) + 1/(l + k) over eigenvalues l of the input-Jacobian correlation",
               "Mellor et al. (NASWOT v1), 2020"),
     ProxyInfo("synflow", _G, "max", "sum |W * dR/dW|, R = sum of outputs of the |W| network on an all-ones input",

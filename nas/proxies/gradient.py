@@ -53,15 +53,19 @@ def grasp(model: nn.Module, data: ProxyData) -> float:
 
 @PROXIES.register("fisher")
 def fisher(model: nn.Module, data: ProxyData) -> float:
-    """Channel-level Fisher information: for every Conv/Linear output a, sum over channels of
-    1/2 * mean over the images of (sum over positions of a * dL/da)^2. Convolutions put channels
+    """Channel-level Fisher information, weighted as the reference weights it: for every
+    Conv/Linear output a, a channel's value 1/2 * mean over the images of (sum over positions of
+    a * dL/da)^2 is copied onto every weight of that channel (the reference broadcasts it over
+    ``weight.shape[1:]`` so that it can sum per-weight arrays), so it counts in_ch/groups * k * k
+    times for a convolution and in_features times for a linear layer. Convolutions put channels
     on axis 1; linear layers on the last axis, with any windows or tokens before it (As-ViT's
-    windowed attention runs on (B * windows, tokens, C)) folded into the image's positions."""
-    acts: list[tuple[torch.Tensor, bool]] = []
+    windowed attention runs on (B * windows, tokens, C)) folded into the image's positions (the
+    reference, written for (B, C) linear outputs, would take the token axis for channels)."""
+    acts: list[tuple[torch.Tensor, bool, int]] = []
 
     def keep(m, _inp, out):
         out.retain_grad()
-        acts.append((out, isinstance(m, nn.Linear)))
+        acts.append((out, isinstance(m, nn.Linear), m.weight[0].numel()))
 
     handles = [m.register_forward_hook(keep) for m in weighted_layers(model)]
     try:
@@ -72,12 +76,12 @@ def fisher(model: nn.Module, data: ProxyData) -> float:
             h.remove()
     b = data.images.shape[0]
     total = 0.0
-    for a, linear in acts:
+    for a, linear, weights_per_channel in acts:
         if a.grad is None:
             continue
         prod = (a * a.grad).detach()
         per = prod.reshape(b, -1, prod.shape[-1]).sum(1) if linear else prod.reshape(b, prod.shape[1], -1).sum(2)
-        total += float((0.5 * per.pow(2).mean(0)).sum())
+        total += weights_per_channel * float((0.5 * per.pow(2).mean(0)).sum())
     return total
 
 

@@ -9,7 +9,8 @@
    categorical after the last step. (NSGA-II over the two measures: `nas search --space asvit
    --objectives ntk,length_distortion`.)
 2. **Auto-scaling** (``search/grow.py``): from depths [1,1,1,1] and proxy width 8, every step
-   adds one layer to one stage AND widens by 5/10/15/20 % (<= 16 candidates); candidates whose
+   adds one layer to one stage AND takes the width round(h * (1 + r)), r = 5/10/15/20 % (<= 16
+   candidates; below a width of about 11 some of them round back to h); candidates whose
    real network (4x wider) exceeds 110 M parameters are dropped; the measures are taken on the
    proxy network (the real one 4x narrower) and the candidate with the smallest rank sum (K
    ascending, LE descending) wins. Stop once the chosen network reaches 80 M parameters.
@@ -19,14 +20,17 @@ Measurements are appended to ``measures.jsonl`` as they finish; a resumed run re
 decisions from the seed and reads finished measurements back instead of recomputing them.
 
 Deviations, documented: the measures run on the shipped 20 ImageNet samples at the space's
-``proxy_resolution`` (As-ViT: 16 training images at 224 px); each growth rate r gives the two
-multiples of max(4, H/8) around hidden * (1 + r) as candidate proxy widths, so that the stage-1
-heads divide every width (As-ViT rounds to integers; at small widths that would leave no
-admissible growth, and rounding one way only would force +50 % or +0 %); the measures choose; ties of the rank
-sum go to the candidate best on the measure with the larger relative range, in that measure's
-own direction (As-ViT's loop takes argmin regardless of direction and stops after one
-comparison); a non-finite measure counts as the worst seen so far (As-ViT does this for a NaN
-condition number).
+``proxy_resolution``, as they are (As-ViT: 16 training images at 224 px from its training loader,
+which augments them -- RandAugment, mixup/cutmix -- because its ``no_aug=True`` never reaches the
+loader); ties of the rank sum go to the candidate best on the measure with the larger relative
+range, in that measure's own direction (As-ViT's loop takes argmin regardless of direction and
+stops after one comparison); a non-finite measure counts as the worst seen so far. As-ViT does
+not do that: its NTK records a NaN condition number as -1 and averages it into the repeats'
+mean (a NaN reads as a very good, low value), and its "bad" flag, which would substitute the
+worst value, is reset by the length-distortion step whenever both measures run, so it never
+fires. Width candidates are As-ViT's own, ``round(h * (1 + r))`` with Python's rounding (a
+repeat dropped); the networks attend in heads * (width // heads) channels where the heads do
+not divide a width, as the original's do.
 """
 from __future__ import annotations
 
@@ -91,7 +95,7 @@ class Measures:
             for m, sc in self.scorers.items():
                 try:
                     vals[m] = sc(g)[sc.column]
-                except ValueError:  # NaN: As-ViT flags it "bad"; the caller substitutes the worst seen
+                except ValueError:  # NaN: the caller substitutes the worst seen (As-ViT averages it in as -1)
                     vals[m] = math.nan
             self.cache[arch.id] = vals
             self.computed += 1
@@ -173,9 +177,10 @@ def reinforce(space, measures: Measures, seed: int, steps: int, sc: dict, progre
 
 
 def finite_measures(vals: dict[str, float], seen: dict[str, list[float]]) -> dict[str, float]:
-    """As-ViT flags a NaN condition number "bad" and uses the worst seen instead; we do the same
-    for any non-finite value of either measure (a singular NTK is +inf), so that one odd network
-    cannot turn the reward, and with it the policy, into NaN."""
+    """A non-finite value of either measure (a singular NTK is +inf, a NaN) becomes the worst
+    seen so far, so that one odd network cannot turn the reward, and with it the policy, into
+    NaN. Our choice: As-ViT averages a NaN condition number in as -1 (a good value) and its
+    worst-value substitution never fires when both measures run (the module docstring)."""
     out = {}
     for m, worst in (("ntk", max), ("length_distortion", min)):
         v = vals[m]
@@ -186,38 +191,38 @@ def finite_measures(vals: dict[str, float], seen: dict[str, list[float]]) -> dic
     return out
 
 
-def _round(x: float, multiple: int) -> int:
-    return max(multiple, int(round(x / multiple)) * multiple)
-
-
-def _admissible(x: float, multiple: int) -> tuple[int, int]:
-    """The multiples of ``multiple`` just below and above width x: both become candidates."""
-    lo = max(multiple, int(math.floor(x / multiple)) * multiple)
-    return lo, lo if lo >= x else lo + multiple
+def width_candidates(hidden: int, growth: list[float]) -> list[int]:
+    """As-ViT's proxy widths for the next step (search/grow.py): round(hidden * (1 + r)) for each
+    growth rate r, in order, a repeat of the previous one dropped. Python rounds halves to even,
+    as the original (also Python) does; from a width of about 11 every candidate widens."""
+    out: list[int] = []
+    for r in growth:
+        w = round(hidden * (1 + r))
+        if not out or w != out[-1]:
+            out.append(w)
+    return out
 
 
 def scale(space, measures: Measures, seed_arch: Arch, sc: dict, progress: bool) -> list[dict[str, Any]]:
     from scipy.stats import rankdata
 
-    heads = int(space.values(np.asarray([seed_arch.genome]))["heads"][0])
-    multiple = max(4, heads // 8)  # every width must split into the stage-1 heads
     factor = int(sc.get("width_factor", 4))
     growth = [float(r) for r in sc.get("growth", [0.05, 0.10, 0.15, 0.20])]
     stop, cap = float(sc.get("stop_params_m", 80)) * 1e6, float(sc.get("max_params_m", 110)) * 1e6
-    hidden = _round(float(sc.get("proxy_width", 8)), multiple)
+    hidden = int(sc.get("proxy_width", 8))
     depths = (1, 1, 1, 1)
     family = [_row(space, measures, seed_arch, depths, hidden, factor, "start", 0)]
     bar = _bar(None, "auto-scaling", progress)
     step = 0
     while family[-1]["params"] < stop:
-        widths = sorted({w for r in growth for w in _admissible(hidden * (1 + r), multiple) if w >= hidden})
-        cands = []
+        widths = width_candidates(hidden, growth)
+        cands = []  # As-ViT's order: each stage's extra layer with every width (ties keep it)
         for i in range(4):
             d = tuple(x + (j == i) for j, x in enumerate(depths))
             if d[i] > space.max_depth:
                 continue
             for w in widths:
-                if w * factor > 1024:
+                if w * factor > 1024:  # the space's widest C
                     continue
                 real = space.with_scale(seed_arch, d, w * factor)
                 if float(space.cost(np.asarray([real.genome]))["params"][0]) <= cap:
@@ -227,7 +232,7 @@ def scale(space, measures: Measures, seed_arch: Arch, sc: dict, progress: bool) 
         vals = [measures(space.with_scale(seed_arch, d, w), "scaling") for d, w in cands]
         k = np.array([v["ntk"] for v in vals], dtype=float)
         le = np.array([v["length_distortion"] for v in vals], dtype=float)
-        # a non-finite measure ranks last on that measure (As-ViT: "bad" = worst)
+        # a non-finite measure ranks last on that measure (our choice: see finite_measures)
         k[~np.isfinite(k)] = np.max(k[np.isfinite(k)]) + 1 if np.isfinite(k).any() else 0.0
         le[~np.isfinite(le)] = np.min(le[np.isfinite(le)]) - 1 if np.isfinite(le).any() else 0.0
         rank = rankdata(k, method="min") + rankdata(-le, method="min")

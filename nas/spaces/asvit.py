@@ -61,7 +61,8 @@ class AsViTSpace(SearchSpace):
         genes += [Gene(f"stage{i + 1}.expand", TOPOLOGY["expand"][i]) for i in range(4)]
         genes.append(Gene("heads", HEADS))
         genes += [Gene(f"stage{i + 1}.depth", tuple(range(1, self.max_depth + 1))) for i in range(4)]
-        genes.append(Gene("width", tuple(range(4, 1025, 4))))
+        # any width: the auto-scaling's proxy networks take round(h * (1 + r)) (search/grow.py)
+        genes.append(Gene("width", tuple(range(1, 1025))))
         self.genes = tuple(genes)
         self.vars = tuple(Var(g.name, g.size, (k,)) for k, g in enumerate(self.genes[:13]) if g.size > 1)
         self._width_gene = len(self.genes) - 1
@@ -92,17 +93,17 @@ class AsViTSpace(SearchSpace):
             if not 1 <= dep <= self.max_depth:
                 raise UserError(f"stage {i + 1} depth {dep} outside 1..{self.max_depth}")
             g[13 + i] = dep - 1
-        if width % 4 or not 4 <= width <= 1024:
-            raise UserError(f"width {width} must be a multiple of 4 in 4..1024")
+        if not 1 <= width <= 1024:
+            raise UserError(f"width {width} must be in 1..1024")
         g[self._width_gene] = self.genes[self._width_gene].choices.index(width)
         return self.canonical(g)
 
     def violations(self, genomes: np.ndarray) -> list[str]:
         v = self.values(genomes)
-        bad = v["width"] % (v["heads"] // 8) != 0
+        bad = v["width"] < v["heads"] // 8  # a width the heads do not divide is fine: see cost()
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            return [f"width {v['width'][i]} is not divisible by the {v['heads'][i] // 8} heads of stage 1 (H = {v['heads'][i]})"]
+            return [f"width {v['width'][i]} is narrower than the {v['heads'][i] // 8} heads of stage 1 (H = {v['heads'][i]})"]
         return []
 
     # ---- encodings ------------------------------------------------------------------------
@@ -174,8 +175,10 @@ class AsViTSpace(SearchSpace):
                 macs += fan * d * grid * grid
             tokens = grid * grid
             window = (grid // s[:, i]) ** 2
-            block_params = 4 * d + 4 * d * d + 4 * d + 2 * e[:, i] * d * d + e[:, i] * d + d
-            block_macs = tokens * (4 * d * d + 2 * e[:, i] * d * d) + 2 * tokens * window * d
+            heads = v["heads"] >> (3 - i)
+            inner = d // heads * heads  # attention channels: the original floors a width the heads do not divide
+            block_params = 4 * d + 4 * d * inner + 3 * inner + d + 2 * e[:, i] * d * d + e[:, i] * d + d
+            block_macs = tokens * (4 * d * inner + 2 * e[:, i] * d * d) + 2 * tokens * window * inner
             params += dep[:, i] * block_params
             macs += dep[:, i] * block_macs
         nf = dims[3]

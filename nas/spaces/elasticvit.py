@@ -137,7 +137,8 @@ class ElasticViTSpace(SearchSpace):
                 raise doc.error("train.levels", "expected an increasing list of M MACs")
             out["levels"] = [float(v) for v in levels]
         for key, kind in (("level_window", num), ("bank_size", int), ("big_bank_size", int), ("big_bank_from", num),
-                          ("explore", int), ("bank_rate", num), ("bank_rate_inc", num), ("bank_rate_every", int)):
+                          ("explore", int), ("bank_rate", num), ("bank_rate_inc", num), ("bank_rate_every", int),
+                          ("ema", num), ("agc", num), ("bn_batches", int), ("bn_batch", int), ("search_bn_batches", int)):
             if key in t:
                 out[key] = doc.get(t, key, f"train.{key}", kind)
         mins = doc.get(t, "min_archs", "train.min_archs", dict, {})
@@ -229,6 +230,27 @@ class ElasticViTSpace(SearchSpace):
             x[:, j] = lo + (rng.random(n) * (len(choices) - lo)).astype(np.int64)
             prev = choices[x[:, j]]
         return x.astype(GENOME_DTYPE)
+
+    def sample_above(self, rng: np.random.Generator, n: int, floor: Arch) -> np.ndarray:
+        """n random canonical genomes bounded below by ``floor`` in every dimension: resolution,
+        widths, depths and micro-choices, each uniform among its choices not below the floor's
+        (a stage's micro-choices not below the floor's choice in that stage's first layer, as
+        ElasticViT's ``arch_sampling_engine(min_arch=...)`` reads it through ``parse_arch``).
+        Widths also stay at least as wide as the stage before, as in ``sample_vectors``."""
+        fg = np.asarray(floor.genome)
+        first = {p: pos[0] for micro in self.g_micro for pos in micro.values() for p in pos}
+        lows = np.array([int(np.searchsorted(self.genes[v.positions[0]].choices,
+                                             self.genes[v.positions[0]].choices[fg[first.get(v.positions[0], v.positions[0])]]))
+                         for v in self.vars])
+        sizes = self.var_sizes
+        x = lows + (rng.random((n, len(sizes))) * (sizes - lows)).astype(np.int64)
+        prev = np.zeros(n, dtype=np.int64)
+        for b, j in zip(self.blocks, self._width_vars):
+            choices = np.asarray(b.widths)
+            lo = np.maximum(lows[j], np.searchsorted(choices, prev, side="left"))
+            x[:, j] = lo + (rng.random(n) * (len(choices) - lo)).astype(np.int64)
+            prev = choices[x[:, j]]
+        return self.to_genomes(x.astype(GENOME_DTYPE))
 
     # ---- values --------------------------------------------------------------------------
     def values(self, genomes: np.ndarray) -> dict[str, Any]:

@@ -30,16 +30,22 @@ class TrainConfig:
     lr: float = 2e-3
     min_lr: float = 1e-5
     warmup_steps: int | None = None  # default: 5 % of the steps
-    weight_decay: float = 0.05  # on Linear weights only (ElasticViT: none on conv, norm, bias)
+    weight_decay: float = 0.05  # ElasticViT: on every 2-D+ weight but the first conv's and MBConvs' (trainer._param_groups)
     label_smoothing: float = 0.1
     alpha_div: bool | None = None  # in-place distillation with AlphaNet's alpha-divergence (else soft CE)
     teachers: tuple[str, ...] = ()  # timm "name:checkpoint" models; their mean prediction replaces labels
-    teacher_temperature: float = 1.0
+    teacher_temperature: float | None = None  # default as ElasticViT: 0.2 for an ensemble, 1 for one teacher
+    # None: the space's [train] recipe (elasticvit: the original's EMA 0.99985 and AGC 0.1), else off;
+    # 0 turns either off
     ema: float | None = None  # EMA decay of the supernet weights (evaluation uses the EMA)
-    agc: float | None = None  # adaptive gradient clipping factor (ElasticViT: 0.1)
+    agc: float | None = None  # adaptive gradient clipping factor
     accumulate: int = 1  # gradient accumulation: micro-batches per optimiser step
     heldout: int = 5000  # training images set aside for search-time accuracy
-    bn_batches: int = 8  # batches for BN recalibration before each evaluation
+    # BN recalibration before each evaluation; None: the space's recipe (elasticvit: the original's
+    # 129 batches of 96 in training, 65 in search), else 8 (and as many in search) of 128
+    bn_batches: int | None = None
+    bn_batch: int | None = None
+    search_bn_batches: int | None = None
     eval_every: int | None = None  # steps between evaluations (default: every epoch and at the end)
     eval_random: int = 2  # random subnets evaluated besides the smallest and the largest
     eval_images: int | None = None  # held-out images used by the training-time evaluations (default: all)
@@ -56,12 +62,24 @@ class TrainConfig:
     workers: int | None = None
     gpus_per_worker: float | None = None
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self, recipe: dict | None = None) -> "TrainConfig":
+        """Defaults filled in: the sampler's, then the space's ``[train]`` recipe (``recipe``) for
+        EMA, AGC and BN recalibration, else the fast CPU ones (no EMA, no AGC, 8 x 128 images)."""
         d = SAMPLER_DEFAULTS.get(self.sampler, {})
+        r = recipe or {}
+        bn = self.bn_batches if self.bn_batches is not None else int(r.get("bn_batches", 8))
+        pick = lambda v, key, default: v if v is not None else r.get(key, default)  # noqa: E731
         return dataclasses.replace(
             self,
             subnets=self.subnets if self.subnets is not None else d.get("subnets", 4),
             alpha_div=self.alpha_div if self.alpha_div is not None else d.get("alpha_div", False),
+            ema=float(pick(self.ema, "ema", 0.0)), agc=float(pick(self.agc, "agc", 0.0)),
+            bn_batches=bn, bn_batch=int(pick(self.bn_batch, "bn_batch", 128)),
+            # an explicit --bn-batches also sets the search's count (smaller only by flag)
+            search_bn_batches=int(self.search_bn_batches if self.search_bn_batches is not None else
+                                  bn if self.bn_batches is not None else r.get("search_bn_batches", bn)),
+            teacher_temperature=float(self.teacher_temperature if self.teacher_temperature is not None else
+                                      0.2 if len(self.teachers) > 1 else 1.0),
         )
 
     def validate(self) -> "TrainConfig":
@@ -78,13 +96,18 @@ class TrainConfig:
             raise UserError(f"--subnets must be at least {least} for {self.sampler}")
         if self.sampler == "multi-arch" and self.subnets is not None and self.subnets > self.batch_size:
             raise UserError(f"--subnets {self.subnets} exceeds --batch-size {self.batch_size}: every subnet needs examples")
-        for name in ("batch_size", "accumulate", "bn_batches", "checkpoint_every", "max_bad_steps", "threads"):
-            if getattr(self, name) < 1:
+        for name in ("batch_size", "accumulate", "bn_batches", "bn_batch", "search_bn_batches", "checkpoint_every",
+                     "max_bad_steps", "threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise UserError(f"--lr must be positive, got {self.lr}")
-        if self.ema is not None and not 0 < self.ema < 1:
-            raise UserError(f"--ema must be a decay in (0, 1), got {self.ema}")
+        if self.ema is not None and not 0 <= self.ema < 1:
+            raise UserError(f"--ema must be a decay in (0, 1) (0: off), got {self.ema}")
+        if self.agc is not None and self.agc < 0:
+            raise UserError(f"--agc must be a clipping factor > 0 (0: off), got {self.agc}")
+        if self.teacher_temperature is not None and not self.teacher_temperature > 0:
+            raise UserError(f"the teacher temperature must be positive, got {self.teacher_temperature}")
         if self.patch_mixup and self.sampler != "multi-arch":
             raise UserError("--patch-mixup trains ViT-ResNAS's patch head: it needs --sampler multi-arch")
         if self.patch_mixup and self.teachers:

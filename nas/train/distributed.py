@@ -205,8 +205,8 @@ def _trial(config: dict, base: TrainConfig) -> None:
     cfg = dataclasses.replace(base, **config, ray=None, workers=None, gpus_per_worker=None)
     out = Path(rt.get_context().get_trial_dir())
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "config.toml", cfg.resolved().to_toml())  # a `nas train` run directory
     trainer = Trainer(cfg, out, progress=False)  # sets torch's threads: Ray reuses worker processes
+    write_atomic(out / "config.toml", trainer.cfg.to_toml())  # a `nas train` run directory (recipe resolved)
     every = cfg.eval_every or trainer.steps_per_epoch  # when the trainer evaluates: report each time
     while trainer.step < trainer.total:
         trainer.run(stop_at=min((trainer.step // every + 1) * every, trainer.total))

@@ -6,8 +6,9 @@
 * ``complexity``: ElasticViT's complexity-aware sampling. MACs levels with windows [L, L + w];
   the level moves by a random walk of at most one step per training step, so consecutive steps
   train subnets of similar size (the gradient-conflict fix of the paper); n-1 subnets drawn
-  uniformly inside the level's window learn from the labels, plus the level's min subnet, which
-  learns from their mean prediction (alpha-divergence in the paper).
+  uniformly inside the level's window, and not below the level's min subnet in any dimension,
+  learn from the labels, plus the level's min subnet, which learns from their mean prediction
+  (alpha-divergence in the paper).
 * ``elasticvit``: complexity-aware plus performance-aware sampling (the paper's recipe): one
   memory bank per level of (subnet, -CE) pairs; with a probability that rises during training
   (0.2 + 0.15 per 100 epochs), a level subnet is drawn from the bank (softmax(-CE) weights);
@@ -96,10 +97,14 @@ class ComplexityAware(SubnetSampler):
         self.level += steps[int(self.rng.integers(3))]
 
     def in_level(self, k: int) -> Arch:
+        """A random subnet in the level's MACs window, bounded below by the level's min subnet in
+        every dimension where the space has a min-arch table (ElasticViT's fallback sampler,
+        ``sample_random_subnet_from_range``; its offline tables hold such subnets too)."""
         lo = self.levels[self.level] * 1e6
         hi = lo + self.window * 1e6
+        floor = self.min_arch() if self.min_archs and hasattr(self.space, "sample_above") else None
         for _ in range(200):
-            g = self.space.sample(self.rng, 4096)
+            g = self.space.sample(self.rng, 4096) if floor is None else self.space.sample_above(self.rng, 4096, floor)
             macs = self.space.cost(g)["macs"]
             hit = np.flatnonzero((macs >= lo) & (macs <= hi))
             if hit.size:

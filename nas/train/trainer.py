@@ -39,7 +39,6 @@ from nas.train.config import TrainConfig
 from nas.train.losses import alpha_divergence, soft_cross_entropy
 from nas.train.samplers import Pick, make_sampler
 
-CALIBRATION_BATCH = 128  # images per BN-recalibration batch, in training and in search alike
 STEP_FIELDS = ["step", "epoch", "lr", "level", "banks", "role", "arch_id", "macs_m", "loss", "skipped", "tokens"]
 EVAL_FIELDS = ["step", "epoch", "role", "arch_id", "macs_m", "resolution", "accuracy", "loss", "seconds"]
 
@@ -54,11 +53,11 @@ class Trainer:
         """``net`` (with ``cfg.arch``): train this module instead of ``space.build(arch)``, e.g. a
         designer's relaxed search model; ``loss(model, logits, y, x)`` replaces the label loss
         (a designer's penalty or token distillation)."""
-        self.cfg = cfg = cfg.resolved().validate()
+        self.space = get_space(cfg.validate().space)
+        self.cfg = cfg = cfg.resolved(getattr(self.space, "train_recipe", None) or {}).validate()
         self.loss_fn = loss
         self.out, self.progress = Path(out), progress
         torch.set_num_threads(cfg.threads)
-        self.space = get_space(cfg.space)
         self.data: Data = load_data(cfg.data, heldout=cfg.heldout, seed=cfg.seed)
         if self.data.num_classes != self.space.num_classes:
             raise UserError(f"space {self.space.name!r} has a {self.space.num_classes}-class head but "
@@ -113,7 +112,7 @@ class Trainer:
         self.scheduler = CosineLRScheduler(self.optimizer, t_initial=self.total, lr_min=cfg.min_lr, warmup_t=warmup,
                                            warmup_lr_init=cfg.lr * 0.01, t_in_epochs=False)
         self.ema = None
-        if cfg.ema is not None:
+        if cfg.ema:
             from timm.utils import ModelEmaV3
 
             self.ema = ModelEmaV3(self.supernet, decay=cfg.ema)
@@ -139,7 +138,7 @@ class Trainer:
             "step": self.step, "config": self.cfg.to_toml(),
             "space": self.space.name, "space_fingerprint": self.space.fingerprint,
             "data": {"spec": self.cfg.data, "heldout": self.cfg.heldout, "seed": self.cfg.seed},
-            "evaluation": {"bn_batches": self.cfg.bn_batches, "batch": CALIBRATION_BATCH},
+            "evaluation": {"bn_batches": self.cfg.search_bn_batches, "batch": self.cfg.bn_batch},  # for a search
             "model": self.supernet.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "sampler": plain(self.sampler.state_dict()), "scaler": self.scaler.state_dict() if self.scaler else None,
@@ -213,14 +212,13 @@ class Trainer:
                 if self.loss_fn is not None:
                     loss = self.loss_fn(self.supernet, logits, y, x)
                 elif pick.target == "label":
-                    loss = soft_cross_entropy(logits, teacher) if teacher is not None else \
-                        F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                    loss = self._label_loss(logits, y, teacher)
                 else:
                     target = largest if pick.target == "largest" else torch.stack(level).mean(0)
                     loss = alpha_divergence(logits, target) if cfg.alpha_div else soft_cross_entropy(logits, target)
                 finite &= self._all_finite(loss)  # agreed by every rank, so DDP's collectives stay matched
-                if finite:
-                    scaled = loss / (len(picks) * cfg.accumulate)
+                if finite:  # the subnets' losses are summed, as ElasticViT's one backward each
+                    scaled = loss / cfg.accumulate
                     (self.scaler.scale(scaled) if self.scaler else scaled).backward()
                 elif self.world > 1:
                     (logits.sum() * 0.0).backward()  # DDP expects a backward for every forward; discarded
@@ -321,6 +319,15 @@ class Trainer:
             dist.all_reduce(ok, op=dist.ReduceOp.MIN)
         return bool(ok)
 
+    def _label_loss(self, logits: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor | None) -> torch.Tensor:
+        """Labels, or the teachers: an ensemble's mean prediction replaces the labels, one teacher
+        gets 0.5 label CE + 0.5 KD (ElasticViT's compute_dist_loss, ALPHA 0.5)."""
+        ce = lambda: F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)  # noqa: E731
+        if teacher is None:
+            return ce()
+        kd = soft_cross_entropy(logits, teacher)
+        return kd if len(self.teachers) > 1 else 0.5 * ce() + 0.5 * kd
+
     def _teacher_probs(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return torch.stack([F.softmax(t(x).float() / self.cfg.teacher_temperature, -1) for t in self.teachers]).mean(0)
@@ -349,7 +356,7 @@ class Trainer:
         rows = []
         for role, arch in self.eval_archs:
             t = time.perf_counter()
-            acc, loss = evaluate_subnet(model, arch, self.data, self.cfg.bn_batches, CALIBRATION_BATCH, self.device,
+            acc, loss = evaluate_subnet(model, arch, self.data, self.cfg.bn_batches, self.cfg.bn_batch, self.device,
                                         limit=self.cfg.eval_images)
             rows.append({"step": self.step, "epoch": (self.step - 1) // self.steps_per_epoch, "role": role,
                          "arch_id": arch.id, "macs_m": float(self.space.cost(np.asarray([arch.genome]))["macs"][0]) / 1e6,
@@ -431,12 +438,20 @@ def calibrate_subnet(supernet, arch: Arch, data: Data, bn_batches: int, batch_si
 
 
 def _param_groups(model: nn.Module, wd: float) -> list[dict]:
-    """Weight decay on Linear weights only: ElasticViT disables it for every MBConv and the first
-    conv; norms, biases and the relative-position tables are not decayed either."""
+    """ElasticViT's weight decay (timm's create_optimizer with the first conv's and every
+    MobileBlock's parameters on the no_weight_decay list): every parameter of two or more
+    dimensions (so the relative-position tables and the V depthwise conv too) except biases and
+    the parameters of modules marked ``weight_decay_exempt`` (the first conv, the MBConvs).
+    A model with no such marks (other families) decays its Linear weights only."""
+    exempt = {id(p) for m in model.modules() if getattr(m, "weight_decay_exempt", False) for p in m.parameters()}
     decay, rest = [], []
     for m in model.modules():
         for name, p in m.named_parameters(recurse=False):
-            (decay if isinstance(m, nn.Linear) and name == "weight" else rest).append(p)
+            if exempt:
+                keep = p.dim() > 1 and name != "bias" and id(p) not in exempt
+            else:
+                keep = isinstance(m, nn.Linear) and name == "weight"
+            (decay if keep else rest).append(p)
     return [{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
 
 
