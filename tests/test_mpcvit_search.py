@@ -107,3 +107,19 @@ def test_tiny_design_with_teacher_and_resume(tmp_path):
     r = nas_cli("resume", str(run), "--no-progress", "--json")
     assert r.returncode == 0, r.stderr
     assert (run / "evals.jsonl").read_text() == log  # nothing retrained
+
+
+def test_alpha_and_beta_are_weight_decayed_as_the_released_optimiser_does():
+    """timm's optimiser (the released code's) decays every parameter of two or more dimensions:
+    the 4-D alpha and the 3-D beta too; the trainer's rule for this family otherwise decays only
+    Linear weights."""
+    from nas.train.trainer import _param_groups
+
+    space = get_space("mpcvit-mini")
+    net = space.build(space.presets()["all-rs"])
+    alphas, betas = net.enable_mixture(), net.enable_gelu_mixture()
+    decay, rest = _param_groups(net, 0.06)
+    ids = {id(p) for p in decay["params"]}
+    assert all(id(a) in ids for a in alphas) and all(id(b) in ids for b in betas)
+    assert decay["weight_decay"] == 0.06 and not any(id(a) in {id(p) for p in rest["params"]} for a in alphas)
+    assert all(p.dim() > 1 for p in decay["params"])  # biases and norms stay undecayed

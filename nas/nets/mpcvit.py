@@ -167,6 +167,7 @@ class MpcViTNet(nn.Module):
         for block in self.blocks:
             a = nn.Parameter(torch.ones(1, self.cfg.heads, 1, 1, device=self.fc.weight.device))
             block.self_attn.alpha = a
+            block.self_attn.weight_decay_also = ("alpha",)  # the released timm optimiser decays the 4-D alpha
             alphas.append(a)
         return alphas
 
@@ -175,5 +176,6 @@ class MpcViTNet(nn.Module):
         for block in self.blocks:
             b = nn.Parameter(torch.ones(1, self.cfg.tokens, 1, device=self.fc.weight.device))
             block.beta = b
+            block.weight_decay_also = ("beta",)
             betas.append(b)
         return betas

@@ -19,8 +19,8 @@ on every device asked for; pareto.csv keeps the non-dominated rows. The search a
 retraining are runs of the common trainer under ``search/`` and ``retrain-*/`` (checkpoints,
 logs, resume): ``nas resume`` continues the phase that was interrupted and skips finished rows.
 
-Deviations, documented: weight decay is not applied to alpha (the trainer decays Linear weights
-only; timm's optimiser in the released code decays the 4-D alpha too); the recipe's mixup,
+Alpha and beta are weight-decayed as the released timm optimiser decays them (they have more than
+one dimension). Deviations, documented: the recipe's mixup,
 cutmix, RandAugment and random erasing are not used (the trainer's crop + flip and label
 smoothing are); each phase trains ``steps`` optimiser steps (the paper: 300 search and 600
 retraining epochs).

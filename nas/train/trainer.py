@@ -442,7 +442,9 @@ def _param_groups(model: nn.Module, wd: float) -> list[dict]:
     MobileBlock's parameters on the no_weight_decay list): every parameter of two or more
     dimensions (so the relative-position tables and the V depthwise conv too) except biases and
     the parameters of modules marked ``weight_decay_exempt`` (the first conv, the MBConvs).
-    A model with no such marks (other families) decays its Linear weights only."""
+    A model with no such marks (other families) decays its Linear weights only. A module may
+    name parameters to decay whatever the rule (``weight_decay_also``): MPCViT's alpha and beta,
+    which the released optimiser (timm's, on every parameter of two or more dimensions) decays."""
     exempt = {id(p) for m in model.modules() if getattr(m, "weight_decay_exempt", False) for p in m.parameters()}
     decay, rest = [], []
     for m in model.modules():
@@ -451,6 +453,7 @@ def _param_groups(model: nn.Module, wd: float) -> list[dict]:
                 keep = p.dim() > 1 and name != "bias" and id(p) not in exempt
             else:
                 keep = isinstance(m, nn.Linear) and name == "weight"
+            keep = keep or name in getattr(m, "weight_decay_also", ())
             (decay if keep else rest).append(p)
     return [{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
 
