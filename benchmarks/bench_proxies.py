@@ -108,7 +108,7 @@ def grasp_pool(repeats: int = 3) -> None:
             times = []
             for _ in range(repeats):
                 t = time.perf_counter()
-                values[name] = sc(genome)["grasp"]
+                values[name] = sc(genome)[sc.column]
                 times.append(time.perf_counter() - t)
         finally:
             nb201_nets.AvgPool3x3 = shipped
