@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from nas.arch import GENOME_DTYPE, Arch
+from nas.arch import Arch
 from nas.errors import UserError
 from nas.spaces.base import SearchSpace
 from nas.tomldoc import TomlDoc
@@ -228,9 +228,7 @@ def read_measured(path: Path, space: SearchSpace) -> tuple[np.ndarray, np.ndarra
     if table.rows < MIN_ROWS:
         raise UserError(f"{path}: {table.rows} measured architecture(s); a fit needs at least {MIN_ROWS} "
                         f"(20 give a usable predictor: docs/latency-tables.md)")
-    genomes = np.empty((table.rows, space.n_genes), dtype=GENOME_DTYPE)
-    genomes[index.order] = np.frombuffer(index.sorted.tobytes(), dtype=GENOME_DTYPE).reshape(table.rows, space.n_genes)
-    return genomes, ms.copy()
+    return index.genomes(), ms.copy()
 
 
 def arch_text(space: SearchSpace, arch: Arch) -> str:
