@@ -200,3 +200,27 @@ def test_sample_on_a_phone_over_adb(tmp_path, nb201):
     model = onnx.load(str(adb.pushed))  # the last network as a whole: its stem, 3 cells x 3 stages and head
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("Gemm") + ops.count("MatMul") >= 1 and ops.count("Conv") >= 3
+
+
+def test_json_encoded_space_round_trips_and_a_shipped_name_is_never_its_own_feature(tmp_path):
+    """ElasticViT's arch column is the compact JSON encoding (as `lut sample` writes it); fitting a
+    device named like a shipped one must not read that device's own table."""
+    ev = get_space("elasticvit")
+    g = ev.sample(np.random.default_rng(3), 60)
+    truth = load_table("pixel6", ev).predict(ev, g)
+    texts = [fs.arch_text(ev, ev.arch(r)) for r in g]
+    assert texts[0].startswith("[") and '"' not in texts[0]
+    meas = _write(tmp_path / "p6.csv", ["arch", "ms"], [[t, repr(float(v))] for t, v in zip(texts[:20], truth[:20])])
+    r = nas(tmp_path, "lut", "fit", "--space", "elasticvit", "--measured", str(meas), "--name", "pixel6",
+            "--out", str(tmp_path / "p6"), "--json")
+    assert r.returncode == 0, r.stderr
+    assert "pixel6" not in json.loads(r.stdout)["references"]
+    import tomllib
+
+    model = tomllib.loads((tmp_path / "p6" / "elasticvit.toml").read_text())["model"]
+    assert "ref:pixel6" not in model["features"] and "ref:pixel4" in model["features"]
+    archs = _write(tmp_path / "a.csv", ["arch"], [[t] for t in texts[20:]])
+    r = nas(tmp_path, "latency", "--space", "elasticvit", "--device", str(tmp_path / "p6"), "--archs", str(archs), "--csv")
+    assert r.returncode == 0, r.stderr
+    pred = np.array([float(row["latency_pixel6_ms"]) for row in csv.DictReader(r.stdout.splitlines())])
+    assert np.mean(np.abs(pred / truth[20:] - 1) <= 0.10) >= 0.9

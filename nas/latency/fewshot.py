@@ -237,7 +237,8 @@ def arch_text(space: SearchSpace, arch: Arch) -> str:
 
     if hasattr(space, "arch_string"):
         return space.arch_string(arch)
-    return json.dumps(space.decode(arch)["encoding"], separators=(",", ":"))
+    enc = space.decode(arch)["encoding"]
+    return enc if isinstance(enc, str) else json.dumps(enc, separators=(",", ":"))
 
 
 # ---- the device ----------------------------------------------------------------------------------
