@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ FOLDS = 10
 def reference_devices(space: SearchSpace, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     """Shipped devices whose tables answer every architecture of ``space``: name -> table. User-built
     and fitted devices are left out, so a fit reads the same features on every machine."""
-    from nas.latency.table import data_dir, load_any
+    from nas.latency.table import _load_cached, data_dir
 
     out = {}
     root = data_dir("predictors")
@@ -52,7 +52,7 @@ def reference_devices(space: SearchSpace, exclude: tuple[str, ...] = ()) -> dict
             meta = folder / f"{stem}.toml"
             if not meta.is_file():
                 continue
-            t = load_any(meta)
+            t = _load_cached(meta.resolve(), meta.stat().st_mtime_ns)  # one load per process, shared with --device
             if t.kind == "network" and t.space_name == space.name and t.entries >= space.size():
                 out[folder.name] = t
             elif t.kind == "blocks" and t.family == space.family and not t.missing_keys(space):
@@ -254,6 +254,7 @@ class FittedTable:
     path: Path
     kind: str = "fitted"
     grid_rounding: str = "-"
+    _refs_of: dict = field(default_factory=dict, repr=False)  # space -> checked reference tables
 
     @classmethod
     def load(cls, meta_path: Path) -> "FittedTable":
@@ -280,6 +281,12 @@ class FittedTable:
         self._refs(space)
 
     def _refs(self, space: SearchSpace) -> dict[str, Any]:
+        key = f"{space.name}:{space.fingerprint}"
+        if key not in self._refs_of:
+            self._refs_of[key] = self._find_refs(space)
+        return self._refs_of[key]
+
+    def _find_refs(self, space: SearchSpace) -> dict[str, Any]:
         want = self.meta.get("references", {})
         refs = reference_devices(space)
         for n in self.model.features:
@@ -341,6 +348,12 @@ def fit_device(space: SearchSpace, measured: Path, name: str | None = None, out:
     measured = Path(measured)
     genomes, ms = read_measured(measured, space)
     name = name or (out.name if out else measured.stem)
+    if out is None:
+        from nas.latency.table import data_dir
+
+        if (data_dir("predictors") / name).is_dir():  # the shipped one would win: --device NAME never finds it
+            raise UserError(f"device name {name!r} is a shipped device; choose another --name, or give --out DIR "
+                            f"and use --device DIR")
     refs = reference_devices(space, exclude=(name,))
     names, x = all_features(space, genomes, refs)
     model, cv = fit(names, x, ms, method, seed)
