@@ -2,6 +2,11 @@
 measurements using only the other devices, score it on everything else.
 
     python benchmarks/bench_fewshot.py [--seeds 5] [--n 10,20,50,100] [--json FILE]
+    python benchmarks/bench_fewshot.py --space elasticvit-tiny --fit A.csv --score B.csv [--table DIR]
+
+The second form scores a fit from real measurements (`nas lut sample` files: fit on A, score on
+the architectures of B not in A), next to a block table's raw sums and its `nas lut validate`
+correction fitted on the same A networks.
 
 NB201: for each of the 23 shipped devices, N architectures drawn at random (per seed) from the
 15,625 cells are its "measurements" (its shipped whole-network latencies); the model sees the
@@ -87,13 +92,52 @@ def per_device(res: dict, n: int, m: str = "auto") -> None:
               f"  MAPE {np.mean([x['mape_pct'] for x in r]):5.1f}%  ({chose})")
 
 
+def measured(space_name: str, fit_csv: Path, score_csv: Path, table: str | None) -> None:
+    from nas.latency import load_table
+    from nas.latency.validate import fit_correction
+
+    sp = get_space(space_name)
+    gtr, ytr = fs.read_measured(fit_csv, sp)
+    gev, yev = fs.read_measured(score_csv, sp)
+    keep = np.array([i not in set(sp.ids(gtr)) for i in sp.ids(gev)])
+    gev, yev = gev[keep], yev[keep]
+    refs = fs.reference_devices(sp)
+    names, xtr = fs.all_features(sp, gtr, refs)
+    xev = fs.feature_matrix(sp, gev, names, refs)
+    model, cv = fs.fit(names, xtr, ytr)
+    print(f"{space_name}: fit on {len(ytr)} measured networks, scored on {len(yev)} others; reference devices: "
+          f"{', '.join(refs) or 'none (analytic features only)'}")
+    print(f"{'predictor':44s} {'MAPE':>7s} {'±10%':>6s} {'rho':>6s}")
+
+    def row(label, pred):
+        s = fs.scores(pred, yev)
+        print(f"{label:44s} {s['mape_pct']:6.2f}% {100 * s['within_10pct']:5.1f}% {s['spearman']:6.3f}")
+
+    for m in ("auto", *[m for m in fs.FITTERS if m in cv]):
+        mod = model if m == "auto" else fs.FITTERS[m](names, xtr, np.log(ytr))
+        row(f"few-shot {m}" + (f" (kept {model.method}; CV MAPE {cv[model.method]['mape_pct']:.2f}%)" if m == "auto" else ""),
+            np.exp(mod.predict_log(xev)))
+    if table:
+        t = load_table(table, sp)
+        s_tr, n_tr = t.compiled(sp).sums(gtr, count=True)
+        s_ev, n_ev = t.compiled(sp).sums(gev, count=True)
+        row(f"block table ({t.entries} blocks), raw sums", s_ev)
+        row("block table + correction on the same networks", fit_correction(s_tr, n_tr, ytr).apply(s_ev, n_ev))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--n", default="10,20,50,100")
     ap.add_argument("--subnets", type=int, default=2000, help="elasticvit subnets per phone (default 2000)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--space", default="elasticvit-tiny", help="with --fit/--score")
+    ap.add_argument("--fit", type=Path, help="measured arch,ms file to fit on")
+    ap.add_argument("--score", type=Path, help="measured arch,ms file to score on")
+    ap.add_argument("--table", help="a block table of the same device to compare with")
     a = ap.parse_args()
+    if a.fit or a.score:
+        return measured(a.space, a.fit, a.score, a.table)
     ns = [int(v) for v in a.n.split(",")]
     report = {}
 

@@ -224,3 +224,10 @@ def test_json_encoded_space_round_trips_and_a_shipped_name_is_never_its_own_feat
     assert r.returncode == 0, r.stderr
     pred = np.array([float(row["latency_pixel6_ms"]) for row in csv.DictReader(r.stdout.splitlines())])
     assert np.mean(np.abs(pred / truth[20:] - 1) <= 0.10) >= 0.9
+
+
+def test_a_name_a_shipped_device_would_shadow_is_refused(tmp_path, rows):
+    meas = _write(tmp_path / "m.csv", ["arch", "ms"], [[r["arch"], r["fpga"]] for r in rows[:8]])
+    r = nas(tmp_path, "lut", "fit", "--space", "nb201", "--measured", str(meas), "--name", "fpga")
+    assert r.returncode == 2 and "'fpga' is a shipped device" in r.stderr
+    assert not (tmp_path / "tables" / "fpga").exists()
