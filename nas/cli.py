@@ -49,7 +49,8 @@ EXAMPLES = {
     "latency": """examples:
   nas latency --space elasticvit --device pixel6 --arch elastic_S1 --json
   nas latency --space elasticvit --arch elastic_M                    # every device with a table
-  nas latency --space elasticvit --device pixel6 --arch '[192, [16,24,40,64,96,192,272], ...]' --blocks""",
+  nas latency --space elasticvit --device pixel6 --arch '[192, [16,24,40,64,96,192,272], ...]' --blocks
+  nas latency --space nb201 --device fpga,my_phone --archs cells.csv --csv    # every row of a file, one call""",
     "proxies": """examples:
   nas proxies --space nb201 --n 200 --proxies synflow,jacob_cov,naswot,params --truth nb201_cifar10.csv
   nas proxies --space elasticvit-tiny --n 50 --supernet runs/<train run>/      # correlation with supernet accuracy
