@@ -1014,7 +1014,9 @@ def cmd_lut_fit(a: argparse.Namespace) -> str:
     space = get_space(a.space)
     r = fit_device(space, a.measured, name=a.name, out=a.out, method=a.method, seed=a.seed)
     if a.json:
-        return json.dumps(r, indent=2)
+        from nas.latency.validate import _finite
+
+        return json.dumps(_finite(r), indent=2)  # a Spearman of constant latencies is null, not NaN
     lines = [f"{r['table']}: device {r['device']} fitted ({r['method']}) from {r['n']} measured networks",
              f"{'method':8s} {'CV MAPE':>8s} {'±10%':>6s} {'rho':>6s}"]
     for m, s in r["cv"].items():
