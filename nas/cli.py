@@ -50,7 +50,8 @@ EXAMPLES = {
     "latency": """examples:
   nas latency --space elasticvit --device pixel6 --arch elastic_S1 --json
   nas latency --space elasticvit --arch elastic_M                    # every device with a table
-  nas latency --space elasticvit --device pixel6 --arch '[192, [16,24,40,64,96,192,272], ...]' --blocks""",
+  nas latency --space elasticvit --device pixel6 --arch '[192, [16,24,40,64,96,192,272], ...]' --blocks
+  nas latency --space nb201 --device fpga,my_phone --archs cells.csv --csv    # every row of a file, one call""",
     "proxies": """examples:
   nas proxies --space nb201 --n 200 --proxies synflow,jacob_cov,naswot,params --truth nb201_cifar10.csv
   nas proxies --space elasticvit-tiny --n 50 --supernet runs/<train run>/      # correlation with supernet accuracy
@@ -60,7 +61,20 @@ EXAMPLES = {
   nas lut build    --space elasticvit-tiny --device local-cpu      # measure every block on this machine (~6 min)
   nas lut build    --space elasticvit --device local-cpu --max-blocks 300   # a designed subset + a fitted model
   nas lut validate --space elasticvit-tiny --device local-cpu      # whole networks end to end, fitted correction
-run `nas lut build --help` / `nas lut validate --help` for their options""",
+  nas lut sample   --space nb201 --device local-cpu --n 20 --out my_ms.csv   # 20 whole networks, no table needed
+  nas lut fit      --space nb201 --measured my_ms.csv --name laptop          # a few-shot device from them
+run `nas lut build --help` / `nas lut validate --help` / `nas lut fit --help` for their options""",
+    "lut fit": """examples:
+  nas lut fit --space nb201 --measured my_phone.csv --name my_phone      # then --device my_phone anywhere
+  nas lut fit --space elasticvit --measured ms.csv --out ./tables/phone --json
+  nas lut fit --space elasticvit-tiny --measured laptop.csv --method ridge
+the file has columns arch (the space's architecture string or compact JSON encoding) and ms, >= 5 rows;
+docs/latency-tables.md ("Few-shot devices") says how good 10, 20, 50, 100 rows are""",
+    "lut sample": """examples:
+  nas lut sample --space nb201 --device local-cpu --n 20 --out laptop.csv
+  nas lut sample --space elasticvit-tiny --device onnxruntime-cpu --n 50 --threads 2 --out ort.csv
+  nas lut sample --space elasticvit --device android --adb-serial R58M123 --n 20 --out phone.csv
+then `nas lut fit --space S --measured FILE.csv`""",
     "lut build": """examples:
   nas lut build --space elasticvit-tiny --device local-cpu            # ~6 min; then --device local-cpu anywhere
   nas lut build --space nb201 --device onnxruntime-cpu --threads 2
@@ -257,9 +271,14 @@ def _parser() -> argparse.ArgumentParser:
     la = cmd("latency", "MACs, parameters and predicted latency of one architecture")
     la.add_argument("--space", required=True)
     la.add_argument("--device", help="device(s), comma-separated (default: every device with a table for the space)")
-    la.add_argument("--arch", required=True, help="a preset name, JSON (the family's encoding or {gene: value}), or @file.json")
-    la.add_argument("--blocks", action="store_true", help="also list every table entry summed")
-    la.add_argument("--json", action="store_true")
+    which = la.add_mutually_exclusive_group(required=True)
+    which.add_argument("--arch", help="a preset name, JSON (the family's encoding or {gene: value}), or @file.json")
+    which.add_argument("--archs", type=Path, metavar="FILE.csv",
+                       help="predict every architecture of a CSV (column arch: the space's string form) in one call")
+    la.add_argument("--blocks", action="store_true", help="also list every table entry summed (--arch only)")
+    fmt = la.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true", help="with --archs: arch,arch_id,macs_m,params_m,latency_<device>_ms")
 
     px = cmd("proxies", "score sampled architectures with training-free proxies; with accuracy, rank-correlate them")
     px.add_argument("--space", required=True)
@@ -332,6 +351,40 @@ def _parser() -> argparse.ArgumentParser:
     lv.add_argument("--no-save", action="store_true", help="do not write the correction into the table")
     lv.add_argument("--no-progress", action="store_true")
     lv.add_argument("--json", action="store_true")
+
+    ls = lcmd("sample", "measure N sampled whole networks end to end (no table needed): the arch,ms file `lut fit` reads")
+    ls.add_argument("--space", required=True)
+    ls.add_argument("--device", required=True, help="local-cpu (torch eager), onnxruntime-cpu, local-cuda, or android (adb)")
+    ls.add_argument("--n", type=int, default=20, help="networks to sample and measure (default 20)")
+    ls.add_argument("--out", type=Path, required=True, metavar="FILE.csv",
+                    help="the arch,ms CSV to write (measurements are logged to FILE.measure.jsonl: re-run to resume)")
+    ls.add_argument("--seed", type=int, default=0)
+    ls.add_argument("--threads", type=int, default=Protocol.threads, help=f"runtime threads (default {Protocol.threads})")
+    ls.add_argument("--batch", type=int, default=Protocol.batch, help=f"batch size (default {Protocol.batch})")
+    ls.add_argument("--warmup", type=int, default=Protocol.warmup, help=f"warm-up calls (default {Protocol.warmup})")
+    ls.add_argument("--repeats", type=int, default=Protocol.repeats, help=f"timed samples (default {Protocol.repeats})")
+    ls.add_argument("--min-sample-ms", type=float, default=Protocol.min_sample_ms,
+                    help=f"calls per sample are chosen so a sample lasts this long (default {Protocol.min_sample_ms})")
+    ls.add_argument("--retries", type=int, default=Protocol.retries, help=f"re-measurements (default {Protocol.retries})")
+    ls.add_argument("--passes", type=int, default=Protocol.passes, help=f"passes over the networks (default {Protocol.passes})")
+    sad = ls.add_argument_group("android (adb; docs/latency-android.md)")
+    sad.add_argument("--adb-serial", help="the phone's serial (adb devices)")
+    sad.add_argument("--android-runtime", default="onnxruntime", help="onnxruntime (onnxruntime_perf_test) or tflite (benchmark_model)")
+    sad.add_argument("--android-binary", help="the benchmark binary on the phone (default: under /data/local/tmp)")
+    sad.add_argument("--taskset", default="70", help="CPU mask to pin the benchmark to (default 70)")
+    sad.add_argument("--convert", help="command that turns {onnx} into a .tflite in {outdir} (tflite only)")
+    ls.add_argument("--no-progress", action="store_true")
+    ls.add_argument("--json", action="store_true")
+
+    lf = lcmd("fit", "fit a latency predictor for a new device from a few whole networks measured on it")
+    lf.add_argument("--space", required=True)
+    lf.add_argument("--measured", required=True, type=Path, metavar="FILE.csv",
+                    help="columns arch,ms: >= 5 whole networks measured on the device (`nas lut sample` writes one)")
+    lf.add_argument("--name", help="the device's name, for --device later (default: the --out folder's name, else the file's)")
+    lf.add_argument("--out", type=Path, help="device folder (default: $VITNAS_TABLES/<name>, ~/.local/share/vitnas/predictors/<name>)")
+    lf.add_argument("--method", default="auto", help="auto (lowest cross-validated MAPE; default), ridge, single, flops")
+    lf.add_argument("--seed", type=int, default=0, help="cross-validation folds (default 0)")
+    lf.add_argument("--json", action="store_true")
 
     sc = lcmd("spu-calibrate", "regenerate the SEMI2K MPC protocol table with SecretFlow SPU's simulator (its own venv)")
     sc.add_argument("--spu-python", required=True, metavar="PYTHON",
@@ -599,14 +652,23 @@ def _run(session, run_dir: Path, a: argparse.Namespace, runner) -> str | None:
     from nas.search.loop import run
 
     print(f"run directory: {run_dir}  (if interrupted: nas resume {run_dir})", file=sys.stderr)
+    fitted = _fitted_notes(session.tables)
+    for line in fitted:  # a few-shot device is an estimate: say how good, before and after the run
+        print(line, file=sys.stderr)
     result = run(session, run_dir, progress=not a.no_progress, runner=runner)
     if a.json:
-        return json.dumps(result.summary(), indent=2)
+        quality = {t.device: t.quality for t in session.tables if t.kind == "fitted"}
+        return json.dumps({**result.summary(), **({"fitted_devices": quality} if quality else {})}, indent=2)
     lines = [f"evaluated {result.evaluated} architectures in {result.seconds:.1f}s ({result.failed} failed)",
-             f"Pareto front: {result.front} architectures -> {result.pareto_csv}"]
+             f"Pareto front: {result.front} architectures -> {result.pareto_csv}", *fitted]
     if result.report:
         lines.append(f"report: {result.report} (figures beside it)")
     return "\n".join(lines)
+
+
+def _fitted_notes(tables: list) -> list[str]:
+    return [f"device {t.device}: {t.describe()} (cross-validated; not a measured table)"
+            for t in tables if t.kind == "fitted"]
 
 
 def cmd_train(a: argparse.Namespace) -> str | None:
@@ -779,12 +841,16 @@ def cmd_latency(a: argparse.Namespace) -> str:
     from nas.spaces import get_space
 
     space = get_space(a.space)
-    spec = read_arch_spec(a.arch)
-    arch = space.parse_arch(spec)
     devices = _devices(a.device)
     if not devices:
         devices = tuple(d for d in device_dirs() if _has_table(table_path, d, space))
     tables = [load_table(d, space, check=False) for d in devices]
+    if a.archs is not None:
+        return _latency_batch(a, space, tables)
+    if a.csv:
+        raise UserError("--csv is for --archs FILE.csv (one row per architecture); use --json with --arch")
+    spec = read_arch_spec(a.arch)
+    arch = space.parse_arch(spec)
     import numpy as np
 
     cost = space.cost(np.asarray([arch.genome]))
@@ -806,10 +872,55 @@ def cmd_latency(a: argparse.Namespace) -> str:
         return json.dumps(out, indent=2)
     lines = [f"{out['arch'] or arch.id} ({space.name}): {out['macs_m']:.1f} M MACs, {out['params_m']:.2f} M params"]
     lines += [f"  {d:10s} {ms:8.2f} ms   ({out['table_version'][d]})" for d, ms in latency.items()]
+    lines += [f"  {n}" for n in _fitted_notes(tables)]
     if a.blocks:
         for d, blocks in out["blocks"].items():
             lines.append(f"  blocks on {d}:")
             lines += [f"    {b['key']:48s} {b['ms']:8.3f}" for b in blocks]
+    return "\n".join(lines)
+
+
+def _latency_batch(a: argparse.Namespace, space, tables: list) -> str:
+    """Every architecture of ``--archs``: one vectorised prediction per device."""
+    import csv as _csv
+    import io
+
+    import numpy as np
+
+    from nas.latency.network import arch_index, read_keyed_csv
+
+    if a.blocks:
+        raise UserError("--blocks lists one architecture's table entries; use it with --arch")
+    data = read_keyed_csv(a.archs)
+    if data.key != "arch":
+        raise UserError(f"{a.archs}:1: needs a column 'arch' (the space's architecture string or JSON encoding)")
+    genomes = arch_index(data, space).genomes()  # errors name the file, the line and the architecture
+    cost = space.cost(genomes)
+    latency = {t.device: t.predict(space, genomes) for t in tables}
+    ids = space.ids(genomes)
+    texts = [str(t).strip() for t in data.cells["arch"]]
+    if a.json:
+        rows = [{"space": space.name, "arch": texts[i], "arch_id": ids[i], "macs_m": float(cost["macs"][i]) / 1e6,
+                 "params_m": float(cost["params"][i]) / 1e6,
+                 **{k.replace("params", "params_m", 1): float(v[i]) / 1e6 for k, v in cost.items() if k.startswith("params_")},
+                 "latency_ms": {d: float(v[i]) for d, v in latency.items()},
+                 "table_version": {t.device: t.version for t in tables},
+                 "decoded": space.decode(space.arch(genomes[i]))} for i in range(data.rows)]
+        return json.dumps(rows, indent=2)
+    buf = io.StringIO()
+    w = _csv.writer(buf, lineterminator="\n")
+    w.writerow(["arch", "arch_id", "macs_m", "params_m", *(f"latency_{d}_ms" for d in latency)])
+    for i in range(data.rows):
+        w.writerow([texts[i], ids[i], f"{cost['macs'][i] / 1e6:.6g}", f"{cost['params'][i] / 1e6:.6g}",
+                    *(f"{v[i]:.6g}" for v in latency.values())])
+    return buf.getvalue().rstrip("\n") if a.csv else _latency_lines(space, texts, ids, cost, latency, tables)
+
+
+def _latency_lines(space, texts, ids, cost, latency, tables) -> str:
+    lines = [f"{len(ids)} architectures of {space.name}; latency in ms on " + ", ".join(t.device for t in tables)]
+    for i in range(len(ids)):
+        lines.append(f"  {ids[i]}  {cost['macs'][i] / 1e6:9.1f} M MACs  "
+                     + "  ".join(f"{d} {v[i]:8.2f}" for d, v in latency.items()))
     return "\n".join(lines)
 
 
@@ -971,20 +1082,62 @@ def cmd_devices(a: argparse.Namespace) -> str:
             t = load_any(meta)
             prov = t.meta.get("provenance", {})
             rows.append({"device": device, "kind": t.kind, "family": t.family,
-                         **({"space": t.space_name} if t.kind == "network" else {}),
+                         **({"space": t.space_name} if t.kind in ("network", "fitted") else {}),
                          "description": t.meta.get("description", ""),
                          "entries": t.entries, "version": t.version, "grid_rounding": t.grid_rounding,
                          "source": prov.get("source", ""), "licence": prov.get("licence", ""), "path": str(meta)})
     if a.json:
         return json.dumps(rows, indent=2)
-    unit = {"mpc": "ops", "network": "archs"}
+    unit = {"mpc": "ops", "network": "archs", "fitted": "meas."}
     return "\n".join(f"{r['device']:24s} {r['kind']:7s} {r.get('space', r['family']):12s} {r['entries']:6d} "
                      f"{unit.get(r['kind'], 'blocks'):6s} {r['description']}\n"
                      f"{'':24s} {r['version']}  licence: {r['licence']}" for r in rows)
 
 
 def cmd_lut(a: argparse.Namespace) -> str:
-    return {"build": cmd_lut_build, "validate": cmd_lut_validate, "spu-calibrate": cmd_lut_spu}[a.lut_command](a)
+    return {"build": cmd_lut_build, "validate": cmd_lut_validate, "spu-calibrate": cmd_lut_spu, "fit": cmd_lut_fit,
+            "sample": cmd_lut_sample}[a.lut_command](a)
+
+
+def cmd_lut_sample(a: argparse.Namespace) -> str:
+    from nas.latency.measure import Protocol
+    from nas.latency.sample import sample_networks
+    from nas.spaces import get_space
+
+    space = get_space(a.space)
+    protocol = Protocol(threads=a.threads, warmup=a.warmup, repeats=a.repeats, min_sample_ms=a.min_sample_ms,
+                        retries=a.retries, batch=a.batch, passes=a.passes)
+    options = None
+    if a.device == "android":
+        options = {"serial": a.adb_serial, "runtime": a.android_runtime, "binary": a.android_binary,
+                   "taskset": a.taskset or None, "convert": a.convert}
+    r = sample_networks(space, a.device, protocol, a.n, a.out, seed=a.seed, progress=not a.no_progress,
+                        device_options=options)
+    if a.json:
+        return json.dumps(r, indent=2)
+    return (f"{r['out']}: {r['n']} whole networks measured on {a.device}, {r['min_ms']:.2f}-{r['max_ms']:.2f} ms\n"
+            f"fit a device from them: nas lut fit --space {space.name} --measured {r['out']}")
+
+
+def cmd_lut_fit(a: argparse.Namespace) -> str:
+    from nas.latency.fewshot import fit_device
+    from nas.spaces import get_space
+
+    space = get_space(a.space)
+    r = fit_device(space, a.measured, name=a.name, out=a.out, method=a.method, seed=a.seed)
+    if a.json:
+        from nas.latency.validate import _finite
+
+        return json.dumps(_finite(r), indent=2)  # a Spearman of constant latencies is null, not NaN
+    lines = [f"{r['table']}: device {r['device']} fitted ({r['method']}) from {r['n']} measured networks",
+             f"{'method':8s} {'CV MAPE':>8s} {'±10%':>6s} {'rho':>6s}"]
+    for m, s in r["cv"].items():
+        lines.append(f"{m:8s} {s['mape_pct']:7.2f}% {100 * s['within_10pct']:5.1f}% {s['spearman']:6.3f}"
+                     + ("   <- kept" if m == r["method"] else ""))
+    if r["references"]:
+        lines.append(f"reads the shipped devices {', '.join(r['references'])}")
+    lines.append(f"use it: --device {Path(r['table']).parent}" + ("" if a.out else f"   (or --device {r['device']})"))
+    return "\n".join(lines)
 
 
 def cmd_lut_spu(a: argparse.Namespace) -> str:

@@ -165,6 +165,13 @@ class ArchIndex:
             raise UserError(f"{table.path}:{b + 2}: column 'arch': the architecture of line {a + 2} again "
                             f"({keys[b]!r})")
 
+    def genomes(self) -> np.ndarray:
+        """The genome of every row, in file order (an ``arch``-keyed table)."""
+        n, width = len(self.order), self.space.n_genes
+        out = np.empty((n, width), dtype=GENOME_DTYPE)
+        out[self.order] = np.frombuffer(self.sorted.tobytes(), dtype=GENOME_DTYPE).reshape(n, width)
+        return out
+
     def rows(self, genomes: np.ndarray) -> np.ndarray:
         """Row number of each genome, -1 where the table lacks it."""
         g = np.asarray(genomes)

@@ -28,7 +28,8 @@ from nas.spaces.base import BlockSpec, LatencySlot, SearchSpace
 from nas.tomldoc import TomlDoc
 
 GRID_ROUNDINGS = ("floor", "ceil")
-KINDS = ("blocks", "mpc", "network")  # a device TOML's `kind` (absent: blocks); network: nas/latency/network.py
+KINDS = ("blocks", "mpc", "network", "fitted")  # a device TOML's `kind` (absent: blocks); network: nas/latency/network.py,
+# fitted: nas/latency/fewshot.py
 
 
 @dataclass
@@ -363,7 +364,7 @@ def table_path(device: str, space: SearchSpace) -> Path:
         raise did_you_mean(device, dirs, "device") from None
     for stem in (space.name, space.family):
         if (folder / f"{stem}.toml").is_file():
-            if stem != space.name and _kind(folder / f"{stem}.toml") == "network":
+            if stem != space.name and _kind(folder / f"{stem}.toml") in ("network", "fitted"):
                 continue  # a whole-network table times one space's architectures, not a family's
             return folder / f"{stem}.toml"
     have = sorted(p.stem for p in folder.glob("*.toml"))
@@ -384,6 +385,9 @@ def load_table(device: str, space: SearchSpace, check: bool = True, allow_missin
         table = NetworkTable.from_csv(*bare)
     else:
         table = _load_cached(path.resolve(), path.stat().st_mtime_ns)
+    if table.kind == "fitted":
+        table.check(space)  # its space, and the shipped devices it reads as features
+        return table
     if table.kind == "network":
         table.check(space)  # parses every key once (cached): a key of another space fails here
         return dataclasses.replace(table, allow_missing=allow_missing) if allow_missing else table
@@ -438,8 +442,8 @@ def _kind(meta_path: Path) -> str:
 
 def load_any(meta_path: Path):
     """The table a device TOML describes, by its ``kind``: a block table (``LatencyTable``), an
-    analytic MPC model (``nas.latency.mpc.MpcTable``) or a whole-network table
-    (``nas.latency.network.NetworkTable``); all answer ``predict(space, genomes)``."""
+    analytic MPC model (``nas.latency.mpc.MpcTable``), a whole-network table
+    (``nas.latency.network.NetworkTable``) or a few-shot fit (``nas.latency.fewshot.FittedTable``); all answer ``predict(space, genomes)``."""
     kind = _kind(meta_path)
     if kind == "mpc":
         from nas.latency.mpc import MpcTable
@@ -449,6 +453,10 @@ def load_any(meta_path: Path):
         from nas.latency.network import NetworkTable
 
         return NetworkTable.load(meta_path)
+    if kind == "fitted":
+        from nas.latency.fewshot import FittedTable
+
+        return FittedTable.load(meta_path)
     return LatencyTable.load(meta_path)
 
 
