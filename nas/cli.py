@@ -885,8 +885,6 @@ def _latency_batch(a: argparse.Namespace, space, tables: list) -> str:
     import csv as _csv
     import io
 
-    import numpy as np
-
     from nas.latency.network import arch_index, read_keyed_csv
 
     if a.blocks:

@@ -386,6 +386,6 @@ def fit_device(space: SearchSpace, measured: Path, name: str | None = None, out:
         "model": model.as_dict(),
     }
     meta = out / f"{space.name}.toml"
-    write_atomic(meta, f"# written by `nas lut fit`; a few-shot predictor (nas/latency/fewshot.py)\n" + tomli_w.dumps(doc))
+    write_atomic(meta, "# written by `nas lut fit`; a few-shot predictor (nas/latency/fewshot.py)\n" + tomli_w.dumps(doc))
     return {"device": name, "table": str(meta), "n": len(ms), "method": model.method, "cv": cv,
             "references": used, "cv_mape_pct": chosen["mape_pct"], "cv_spearman": chosen["spearman"]}
