@@ -58,8 +58,12 @@ class TokenChannelLayerNorm(nn.LayerNorm):
     The affine is sliced to the input's C, so the supernet uses this layer unchanged."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, C)
-        n, c = x.shape[1:]
-        return F.layer_norm(x, (n, c), self.weight[:c].expand(n, c), self.bias[:c].expand(n, c), self.eps)
+        # the statistics written out rather than F.layer_norm(x, x.shape[1:]): a normalized_shape
+        # read from the input does not export to ONNX with a free batch dimension
+        c = x.shape[-1]
+        mu = x.mean(dim=(1, 2), keepdim=True)
+        var = (x - mu).pow(2).mean(dim=(1, 2), keepdim=True)
+        return (x - mu) * torch.rsqrt(var + self.eps) * self.weight[:c] + self.bias[:c]
 
 
 class Attention(nn.Module):
