@@ -66,9 +66,10 @@ def head():
     yield {"address": f"127.0.0.1:{port}", "url": url, "tmp": tmp}
     os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=60)
+        proc.wait(timeout=5)  # `ray start --block` stops its processes in order, slowly; the rest below
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     for pid in session_pids(tmp):
         try:
             os.kill(pid, signal.SIGKILL)
@@ -192,12 +193,12 @@ def test_train_and_tune_run_on_the_job_cluster(head, tmp_path):
 
     if not FASHION_MNIST_DIR.exists():
         pytest.skip("Fashion-MNIST not installed: apt-get install dataset-fashion-mnist")
-    args = ["--space", "elasticvit-tiny", "--data", "fashion-mnist", "--steps", "2", "--batch-size", "16", "--heldout",
+    args = ["--space", "elasticvit-tiny", "--data", "fashion-mnist", "--steps", "1", "--batch-size", "16", "--heldout",
             "200", "--threads", "1", "--no-progress", "--json"]
     r = nas_cli("train", *args, "--ray", head["address"], "--workers", "2", "--out", str(tmp_path / "train"))
     assert r.returncode == 0, r.stderr[-3000:]
-    assert json.loads(r.stdout)["step"] == 2
-    r = nas_cli("tune", *args[:-2], "--ray", head["address"], "--lr", "1e-3,3e-3", "--search", "grid",
+    assert json.loads(r.stdout)["step"] == 1
+    r = nas_cli("tune", *args[:-2], "--ray", head["address"], "--lr", "1e-3", "--search", "grid",
                 "--out", str(tmp_path / "tune"), "--json")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert len(json.loads(r.stdout)["trials"]) == 2
+    assert len(json.loads(r.stdout)["trials"]) == 1

@@ -372,20 +372,20 @@ def test_a_legacy_checkpoint_converts_and_resumes(tmp_path):
     resumes to the same weights as an uninterrupted run."""
     from nas.train.checkpoint import LEGACY
 
-    cfg = small(steps=8, checkpoint_every=4)
+    cfg = small(steps=4, checkpoint_every=2, eval_random=0)
     (tmp_path / "full").mkdir()
     full = Trainer(cfg, tmp_path / "full", progress=False)
     full.run()
     (tmp_path / "cut").mkdir()
     cut = Trainer(cfg, tmp_path / "cut", progress=False)
     (tmp_path / "cut" / "config.toml").write_text(cut.cfg.to_toml())  # as `nas train` writes it
-    cut.run(stop_at=4)
+    cut.run(stop_at=2)
     state = read_checkpoint(tmp_path / "cut" / CHECKPOINT)
     (tmp_path / "cut" / CHECKPOINT).unlink()
     torch.save(dict(state, format=1), tmp_path / "cut" / LEGACY)  # as vitnas 0.1 wrote it
     r = nas_cli("convert-checkpoint", str(tmp_path / "cut"))
     assert r.returncode == 0 and str(tmp_path / "cut" / CHECKPOINT) in r.stdout, r.stderr
     r = nas_cli("train", "--resume", str(tmp_path / "cut"), "--no-progress")
-    assert r.returncode == 0 and "at step 4 of 8" in r.stderr, r.stderr
+    assert r.returncode == 0 and "at step 2 of 4" in r.stderr, r.stderr
     a, b = full.supernet.state_dict(), read_checkpoint(tmp_path / "cut" / CHECKPOINT)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
