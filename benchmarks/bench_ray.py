@@ -163,25 +163,19 @@ def main() -> None:
     a = p.parse_args()
     import ray
 
-    figures = {}
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-    try:
-        print(f"in-process local Ray instance: {ray.cluster_resources().get('CPU', 0):g} CPUs "
-              f"(machine: {os.cpu_count()} cores)\n")
-        figures["in-process"] = (throughput(24 if a.quick else a.n), overhead(200 if a.quick else 4000, 300 if a.quick else 3000))
-    finally:
-        ray.shutdown()
+    def measure(title: str, **init):
+        ray.init(log_to_driver=False, **init)
+        try:
+            print(f"{title}: {ray.cluster_resources().get('CPU', 0):g} CPUs (machine: {os.cpu_count()} cores)\n")
+            return throughput(24 if a.quick else a.n), overhead(200 if a.quick else 4000, 300 if a.quick else 3000)
+        finally:
+            ray.shutdown()
+
+    t0, o0 = measure("in-process local Ray instance", num_cpus=os.cpu_count(), include_dashboard=False)
     if a.no_head:
         return
     with job_cluster() as address:
-        ray.init(address=address, log_to_driver=False)
-        try:
-            print(f"\njob cluster: `ray start --head` at {address} with the dashboard, "
-                  f"{ray.cluster_resources().get('CPU', 0):g} CPUs\n")
-            figures["head"] = (throughput(24 if a.quick else a.n), overhead(200 if a.quick else 4000, 300 if a.quick else 3000))
-        finally:
-            ray.shutdown()
-    (t0, o0), (t1, o1) = figures["in-process"], figures["head"]
+        t1, o1 = measure(f"\njob cluster: `ray start --head` at {address} with the dashboard", address=address)
     print("\njob cluster / in-process cluster")
     for w in (1, 2):
         print(f"  {w} worker{'s' * (w > 1)}: throughput ratio {t1[w] / t0[w]:.2f}, imap overhead per evaluation ratio "

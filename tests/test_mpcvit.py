@@ -228,36 +228,28 @@ def test_linear_order_scalattn_costs(tmp_path):
 
 
 # ---- the shipped devices ------------------------------------------------------------------------
-# spu 0.9.5 SEMI2K whole-model counts of ViT-7-4-32, heads batched per layer (research notes, section 6)
-SPU_ACTIONS = {"all-softmax": 1807, "all-rs": 1296, "all-scal": 974, "mpcvit-mu0.7": 1300}
-SPU_MIB = {"all-softmax": 217, "all-rs": 150, "all-scal": 139, "mpcvit-mu0.7": 147}
+# Whole-model counts of ViT-7-4-32, heads batched per layer (research notes): spu 0.9.5 SEMI2K's
+# simulator (section 6; actions, MiB) and CrypTen 0.4.1's counters (section 5; rounds, MiB, one
+# round of them the image's sharing)
+WHOLE_MODEL = {
+    "mpc-semi2k-wan-batched": ({"all-softmax": 1807, "all-rs": 1296, "all-scal": 974, "mpcvit-mu0.7": 1300},
+                               {"all-softmax": 217, "all-rs": 150, "all-scal": 139, "mpcvit-mu0.7": 147}),
+    "mpc-crypten-wan-batched": ({"all-softmax": 1380, "all-rs": 841, "all-scal": 575, "mpcvit-mu0.7": 849},
+                                {"all-softmax": 208, "all-rs": 155, "all-scal": 127, "mpcvit-mu0.7": 147}),
+}
 
 
-def test_batched_semi2k_reproduces_the_simulator_counts():
+@pytest.mark.parametrize("device", sorted(WHOLE_MODEL))
+def test_batched_devices_reproduce_the_measured_whole_model_counts(device):
     from nas.latency import load_table
 
     space = get_space("mpcvit-cifar")
-    t = load_table("mpc-semi2k-wan-batched", space)
-    for preset, actions in SPU_ACTIONS.items():
+    t = load_table(device, space)
+    rounds, mib = WHOLE_MODEL[device]
+    for preset, n in rounds.items():
         tot = t.totals(space, np.asarray([space.presets()[preset].genome]))
-        assert tot["rounds"][0] == actions, preset
-        assert tot["bytes"][0] / 2**20 == pytest.approx(SPU_MIB[preset], abs=0.5), preset
-
-
-# CrypTen 0.4.1 whole-model counters of ViT-7-4-32 (research notes, section 5): rounds and MiB sent
-CRYPTEN_ROUNDS = {"all-softmax": 1380, "all-rs": 841, "all-scal": 575, "mpcvit-mu0.7": 849}
-CRYPTEN_MIB = {"all-softmax": 208, "all-rs": 155, "all-scal": 127, "mpcvit-mu0.7": 147}
-
-
-def test_batched_crypten_reproduces_the_measured_counters_with_the_input_round():
-    from nas.latency import load_table
-
-    space = get_space("mpcvit-cifar")
-    t = load_table("mpc-crypten-wan-batched", space)
-    for preset, rounds in CRYPTEN_ROUNDS.items():
-        tot = t.totals(space, np.asarray([space.presets()[preset].genome]))
-        assert tot["rounds"][0] == rounds, preset  # 1 of them the image's sharing
-        assert tot["bytes"][0] / 2**20 == pytest.approx(CRYPTEN_MIB[preset], abs=0.5), preset
+        assert tot["rounds"][0] == n, preset
+        assert tot["bytes"][0] / 2**20 == pytest.approx(mib[preset], abs=0.5), preset
 
 
 def test_sequential_latency_is_affine_in_rs_heads():
