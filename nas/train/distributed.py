@@ -59,6 +59,8 @@ def train(cfg: TrainConfig, out: Path) -> dict:
             if isinstance(cause, UserError):
                 raise cause from None
             raise
+        if "user_error" in result.metrics:
+            raise UserError(result.metrics["user_error"])
         return json.loads(result.metrics["summary"])
     finally:
         if owns:
@@ -95,15 +97,18 @@ def _train_worker(config: dict) -> None:
         trainer.load(ckpt)
     else:
         trainer.truncate_logs()  # a failure before the first checkpoint: start over
-    result = trainer.run()
-    metrics = {"summary": json.dumps(result), "step": result["step"]}
+    try:
+        result = trainer.run()
+        metrics = {"summary": json.dumps(result), "step": result["step"]}
+    except UserError as e:  # e.g. non-finite losses, agreed by every rank: a restart would only repeat it,
+        metrics = {"user_error": str(e), "step": trainer.step}  # so it is reported as the result, not raised
     if trainer.rank != 0:
         ray.train.report(metrics)
         return
     # Ray Train keeps only metrics that come with a checkpoint; the real one (checkpoint.safetensors) stays
     # in the run directory, this one holds just the summary
     with tempfile.TemporaryDirectory() as d:
-        (Path(d) / "summary.json").write_text(metrics["summary"])
+        (Path(d) / "result.json").write_text(json.dumps(metrics))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
@@ -112,6 +117,8 @@ def _root_cause(e: BaseException) -> BaseException:
     while id(e) not in seen:
         seen.add(id(e))
         nxt = getattr(e, "cause", None) or e.__cause__ or getattr(e, "error", None)
+        if nxt is None and getattr(e, "worker_failures", None):  # Ray Train's WorkerGroupError: rank -> error
+            nxt = next(iter(e.worker_failures.values()))
         if not isinstance(nxt, BaseException):
             break
         e = nxt
