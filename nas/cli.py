@@ -593,11 +593,15 @@ def _search_asvit(a: argparse.Namespace, run_dir: Path | None = None, cfg: Searc
     with locked(run_dir) if fresh else nullcontext():
         print(f"run directory: {run_dir}  (if interrupted: nas resume {run_dir})", file=sys.stderr)
         res = run_asvit(space, run_dir, seed=cfg.seed, steps=cfg.budget, threads=cfg.threads, progress=not a.no_progress)
+    from nas.run_report import write_report
+
+    report = write_report(run_dir)
     if a.json:
-        return json.dumps(res.summary(), indent=2)
+        return json.dumps({**res.summary(), "report": str(report)}, indent=2)
     lines = [f"seed topology: {res.seed_arch}  ({cfg.budget} REINFORCE steps, {res.measured} networks measured "
              f"in {res.seconds:.0f}s)", f"scaled family -> {res.family_csv}"]
     lines += [f"  {r['role']:>8}  {r['arch']:44s} {r['params_m']:8.2f} M params {r['macs_g']:7.2f} GMACs" for r in res.family]
+    lines.append(f"report: {report} (figures beside it)")
     return "\n".join(lines)
 
 
@@ -969,6 +973,9 @@ def cmd_design(a: argparse.Namespace) -> str:
 
     run_dir = new_run_dir(cfg, a.out, f"{space.name}-design")
     write_run(run_dir, space, result)
+    from nas.run_report import write_report
+
+    report = write_report(run_dir)
     best = {k: result.summary[k] for k in ("score", "entropy", "penalty", "rho", "rho_per_stage", "flops", "params",
                                            "params_with_fc", "layers", "solve_s", "structure")}
     if a.json:
@@ -976,7 +983,7 @@ def cmd_design(a: argparse.Namespace) -> str:
     return "\n".join([f"run directory: {run_dir}",
                       _format_breakdown(best, f"designed by {cfg.solver} in {best['solve_s']:.1f}s "
                                               f"({result.summary['evaluated']} structures scored)"),
-                      f"structure: {run_dir / 'structure.json'}"])
+                      f"structure: {run_dir / 'structure.json'}", f"report: {report} (figures beside it)"])
 
 
 def _format_breakdown(b: dict, title: str) -> str:
@@ -1013,9 +1020,10 @@ def cmd_export(a: argparse.Namespace) -> str:
     out = a.out or a.run_dir / "exports" / (arch_id + ("" if a.format == "all" else f"-{a.format}"))
     tmp = claim_dir(out)
     try:
-        from nas.export import Source, export, summary
+        from nas.export import Source, export, summary, trained_run
 
-        src = Source(a.run_dir, space, genome, arch_id, a.point, cfg.get("supernet"), int(cfg.get("seed", 0)), a.threads)
+        src = Source(a.run_dir, space, genome, arch_id, a.point, cfg.get("supernet"), int(cfg.get("seed", 0)), a.threads,
+                     trained_run(a.run_dir, space, arch_id))
     except BaseException:
         tmp.rmdir()
         raise

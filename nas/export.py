@@ -131,6 +131,7 @@ class Source:
     supernet: str | None
     seed: int
     threads: int
+    trained: Path | None = None  # a `retrain-*/` trainer run of this very network (designers that retrain)
 
 
 def source(run_dir: Path, point: int | None = None, arch_id: str | None = None, threads: int = 2) -> Source:
@@ -138,7 +139,25 @@ def source(run_dir: Path, point: int | None = None, arch_id: str | None = None, 
     from nas.runs import find_arch
 
     cfg, space, genome, arch_id = find_arch(Path(run_dir), point, arch_id)
-    return Source(Path(run_dir), space, genome, arch_id, point, cfg.get("supernet"), int(cfg.get("seed", 0)), threads)
+    return Source(Path(run_dir), space, genome, arch_id, point, cfg.get("supernet"), int(cfg.get("seed", 0)), threads,
+                  trained_run(Path(run_dir), space, arch_id))
+
+
+def trained_run(run_dir: Path, space: SearchSpace, arch_id: str) -> Path | None:
+    """The ``retrain-*/`` subdirectory in which a designer (MPCViT) trained ``arch_id`` from
+    scratch with the common trainer, if it holds a checkpoint: its weights are what the run's
+    accuracy was measured on, so they are what an export of that row must carry."""
+    from nas.archspec import parse_arch_text
+    from nas.train.checkpoint import find_checkpoint
+    from nas.train.config import TrainConfig
+
+    for sub in sorted(run_dir.glob("retrain-*/config.toml")):
+        tcfg = TrainConfig.from_toml(sub)
+        if tcfg.arch is None or find_checkpoint(sub.parent) is None:
+            continue
+        if parse_arch_text(space, tcfg.arch).id == arch_id:
+            return sub.parent
+    return None
 
 
 def export(src: Source, out: Path, fmt: str = "all", tmp: Path | None = None) -> dict[str, Any]:
@@ -212,6 +231,8 @@ def _materialise(src: Source):
     built with the run's seed (the weights a proxy scored) and is its own reference."""
     space, arch = src.space, src.space.arch(src.genome)
     torch.set_num_threads(src.threads)
+    if src.trained is not None:
+        return _trained(src, arch)
     if src.supernet is not None:
         from nas.scorers import SupernetScorer
 
@@ -247,6 +268,40 @@ def _materialise(src: Source):
     inp = {"shape": list(x.shape[1:]), "mean": [float(m) for m in mean], "std": [float(s) for s in std],
            "batch": f"first {len(x)} images of {batch}", "data": batch}
     return net, net, x, weights, inp
+
+
+def _trained(src: Source, arch):
+    """The network as its ``retrain-*/`` run evaluated it: the (EMA) weights of the last
+    checkpoint, BatchNorm recalibrated as the trainer's evaluation does (a no-op without BN)."""
+    from nas.data import load_data
+    from nas.runs import sha256_16
+    from nas.train.checkpoint import find_checkpoint, read_checkpoint
+    from nas.train.config import TrainConfig
+    from nas.train.standalone import Standalone
+    from nas.train.trainer import calibrate_subnet
+
+    space, run = src.space, src.trained
+    tcfg = TrainConfig.from_toml(run / "config.toml").resolved(getattr(space, "train_recipe", None) or {})
+    path = find_checkpoint(run)
+    ck = read_checkpoint(path, "cpu", "nas export", only=("model", "ema"))
+    ema = ck.get("ema")
+    weights = {k[len("module."):]: v for k, v in ema.items() if k.startswith("module.")} if ema else ck["model"]
+    model = Standalone(space.build(arch), arch)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise UserError(f"{path}: its weights do not fit {arch.id} ({str(e).splitlines()[0]})") from None
+    data = load_data(tcfg.data, heldout=tcfg.heldout, seed=tcfg.seed)
+    calibrate_subnet(model, arch, data, tcfg.bn_batches, tcfg.bn_batch, torch.device("cpu"))
+    model.eval()
+    images, _ = next(data.raw_batches(data.heldout, PARITY_BATCH))
+    x = data.normalise(images).contiguous()
+    weights_info = {"kind": "trained", "checkpoint": str(path), "checkpoint_sha256_16": sha256_16(path),
+                    "step": int(ck["step"]), "ema": bool(ema),
+                    "note": f"trained from scratch by the run ({run.name}/): the weights its accuracy was measured on"}
+    inp = {"shape": list(x.shape[1:]), "mean": _three(data.mean), "std": _three(data.std),
+           "batch": f"first {len(x)} held-out images of {data.name}", "data": data.name}
+    return model, model.net, x, weights_info, inp
 
 
 def _create_timm(file: Path, family: str) -> nn.Module:
@@ -301,6 +356,7 @@ def _three(v) -> list[float]:
 
 def summary(rec: dict) -> str:
     w = {"supernet": "weights from the run's supernet (BN recalibrated as the search did)",
+         "trained": "weights the run trained this network to (its retraining checkpoint)",
          "fresh": "FRESHLY INITIALISED weights: the run had no supernet; train the network before use"}[rec["weights"]]
     lines = [f"exported {rec['arch_id']}" + (f" (Pareto point {rec['point']})" if rec["point"] is not None else "")
              + f" -> {rec['path']}", f"  {w}",

@@ -46,6 +46,9 @@ class RunData:
     values: np.ndarray  # (n, len(columns)), NaN where not measured
     status: np.ndarray  # (n,) bool: status ok
     front: np.ndarray  # row numbers
+    kind: str = ""  # what made the run, for the title: "nsga2, seed 0", "DeepMAD design (mp), seed 0"
+    notes: list[str] | None = None  # what the page should say about how this kind of run is drawn
+    presets: dict[str, dict[str, float]] | None = None  # a designer's own metrics of the space's presets
 
     @property
     def col(self) -> dict[str, int]:
@@ -63,36 +66,88 @@ class RunData:
 
 
 def load_run(run_dir: Path) -> RunData:
-    """A `nas search` run's data: objectives, constraints and tables rebuilt from its config.toml."""
-    from nas.config import SearchConfig
-    from nas.latency import load_table
-    from nas.objectives import parse_objectives
-    from nas.proxies import proxy_names
-    from nas.runs import evaluations, run_config, run_space
-    from nas.search.loop import constraints_of
-    import nas.metrics as tm
+    """A run's data, read from its files alone: a `nas search` run (objectives, constraints and
+    tables rebuilt from its config.toml) or a designer's (`nas design`, `--strategy mpcvit`,
+    `--strategy asvit`), each with the objectives it was judged by."""
+    from nas.runs import run_config, run_space
 
     run_dir = Path(run_dir)
     raw = run_config(run_dir)
-    if "objectives" not in raw or raw.get("strategy") in ("asvit", "mpcvit"):
-        raise UserError(f"{run_dir}: `nas report` draws `nas search` runs; this is a "
-                        f"{raw.get('strategy', 'design')} run (see its own CSV files)")
-    cfg = SearchConfig.from_toml(run_dir / "config.toml")
     space = run_space(run_dir, raw)
+    if "max_flops" in raw:
+        return _load_deepmad(run_dir, space)
+    if raw.get("strategy") == "asvit":
+        return _load_asvit(run_dir, space)
+    from nas.config import SearchConfig
+    from nas.latency import load_table
+
+    cfg = SearchConfig.from_toml(run_dir / "config.toml")
     tables = [load_table(d, space, check=False) for d in cfg.devices]
+    if cfg.strategy == "mpcvit":
+        from nas.search.mpcvit import objectives_of
+
+        return _from_evals(run_dir, cfg, space, tables, objectives_of(tables), [], f"MPCViT, seed {cfg.seed}")
+    from nas.objectives import parse_objectives
+    from nas.proxies import proxy_names
+    from nas.search.loop import constraints_of
+    import nas.metrics as tm
+
     devices = [t.device for t in tables]
     named = tm.available(cfg.metrics)
     objectives, _ = parse_objectives(cfg.objectives, devices, proxy_names(), supernet=cfg.supernet is not None,
                                      metrics=named)
     constraints = constraints_of(cfg, devices, list(named))
-    evals = evaluations(run_dir)
-    columns = list(dict.fromkeys(Evaluator(space, tables).columns + [o.column for o in objectives]))
+    return _from_evals(run_dir, cfg, space, tables, objectives, constraints, f"{cfg.strategy}, seed {cfg.seed}")
+
+
+def _from_evals(run_dir: Path, cfg, space, tables, objectives, constraints, kind: str,
+                evals: list[dict] | None = None, notes: tuple[str, ...] = (), presets=None) -> RunData:
+    from nas.runs import evaluations
+
+    evals = evaluations(run_dir) if evals is None else evals
+    columns = list(dict.fromkeys(Evaluator(space, tables).columns + [o.column for o in objectives]
+                                 + [c.column for c in constraints]))
     values = np.array([[np.nan if r.get(c) is None else float(r[c]) for c in columns] for r in evals],
                       dtype=float).reshape(len(evals), len(columns))
-    status = np.array([r["status"] == "ok" for r in evals], dtype=bool)
-    data = RunData(run_dir, cfg, space, tables, objectives, constraints, columns, values, status, np.empty(0, int))
+    status = np.array([r.get("status", "ok") == "ok" for r in evals], dtype=bool)
+    data = RunData(run_dir, cfg, space, tables, objectives, constraints, columns, values, status, np.empty(0, int),
+                   kind, list(notes), presets)
     data.front = fronts_at(data, [len(evals)])[0]
     return data
+
+
+def _load_deepmad(run_dir: Path, space) -> RunData:
+    """`nas design`: one objective (the DeepMAD score) under hard budgets. The figures show the
+    candidates it scored against the budgeted FLOPs and parameters, with the released
+    structures scored by the same formula; pareto.csv holds the design itself."""
+    from nas.design.deepmad import DesignConfig, preset_columns, report_objectives, run_constraints
+
+    cfg = DesignConfig.from_toml(run_dir / "config.toml")
+    note = ("The design maximises the score alone; the figures draw it against the budgeted FLOPs and parameters "
+            "(their trade-off among the candidates scored), and the table below is the design (pareto.csv).")
+    return _from_evals(run_dir, cfg, space, [], report_objectives(), run_constraints(cfg.budgets(space)),
+                       f"DeepMAD design ({cfg.solver}), seed {cfg.seed}", notes=(note,),
+                       presets=preset_columns(space, cfg.objective()))
+
+
+def _load_asvit(run_dir: Path, space) -> RunData:
+    """`--strategy asvit`: the topologies the seed search measured (one size, so comparable) on
+    As-ViT's two measures; the scaled family (family.csv) is the run's result."""
+    from nas.config import SearchConfig
+    from nas.objectives import parse_objectives
+    from nas.proxies import proxy_names
+    from nas.runs import evaluations
+
+    cfg = SearchConfig.from_toml(run_dir / "config.toml")
+    objectives, _ = parse_objectives(cfg.objectives, [], proxy_names())
+    evals = []
+    for r in evaluations(run_dir, "measures.jsonl", ("id", "role")):
+        if r["role"] == "topology":  # measures.jsonl names the measures, evals.jsonl their proxy columns
+            r = {**r, **{o.column: r.get(o.column.removeprefix("proxy_")) for o in objectives}}
+            evals.append({**r, "status": "ok" if all(r[o.column] is not None for o in objectives) else "failed"})
+    note = ("Drawn: the topologies the seed search measured, in the order measured; the result is the scaled "
+            "family below (family.csv, family.png).")
+    return _from_evals(run_dir, cfg, space, [], objectives, [], f"As-ViT, seed {cfg.seed}", evals, (note,))
 
 
 def fronts_at(data: RunData, ks) -> list[np.ndarray]:
@@ -135,6 +190,8 @@ def hypervolume_curve(data: RunData) -> tuple[np.ndarray, np.ndarray]:
 def preset_metrics(data: RunData) -> dict[str, dict[str, float]]:
     """The cheap metrics (MACs, parameters, latency on the run's devices) of the space's presets;
     a preset a table cannot price keeps its other metrics."""
+    if data.presets is not None:
+        return data.presets
     presets = data.space.presets()
     out: dict[str, dict[str, float]] = {}
     for name, arch in presets.items():
@@ -238,7 +295,7 @@ def write_report(run_dir: Path) -> Path:
     data = load_run(run_dir)
     run_dir = data.run_dir
     presets = preset_metrics(data)
-    title = f"{data.space.name}: {data.cfg.strategy}, seed {data.cfg.seed}, {len(data.values)} evaluations"
+    title = f"{data.space.name}: {data.kind}, {len(data.values)} evaluations"
     ks, hv = hypervolume_curve(data)
     figures = [
         ("The Pareto front, every pair of objectives (stars and dashed lines: the space's presets)",
@@ -247,10 +304,13 @@ def write_report(run_dir: Path) -> Path:
         ("Hypervolume against evaluations", plot_hypervolume(ks, hv, run_dir / "report-hypervolume.png")),
         ("Objectives over all feasible evaluations (red: the front)", plot_histograms(data, run_dir / "report-histograms.png")),
     ]
+    if (run_dir / "family.png").exists():  # As-ViT's scaled family, drawn by the run itself
+        figures.append(("The scaled family (family.png)", run_dir / "family.png"))
     rows = pareto_rows(run_dir) if (run_dir / "pareto.csv").exists() else []
     exports = _exports(run_dir)
-    body = [f"<h1>{_e(title)}</h1>", _summary(data, hv), *(_figure(c, p) for c, p in figures),
-            _pareto_table(data, rows, exports), _presets_table(data, presets), _provenance(data, rows)]
+    body = [f"<h1>{_e(title)}</h1>", _summary(data, hv), *(f"<p>{_e(n)}</p>" for n in data.notes or ()),
+            *(_figure(c, p) for c, p in figures), _pareto_table(data, rows, exports), _family_table(run_dir),
+            _presets_table(data, presets), _provenance(data, rows)]
     page = _PAGE.format(title=_e(title), body="\n".join(body), when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     path = run_dir / "report.html"
     write_atomic(path, page)
@@ -317,6 +377,21 @@ def _pareto_table(data: RunData, rows: list[dict], exports: dict[str, dict]) -> 
     return f"<h2>Pareto points</h2><div class=scroll><table><tr>{th}</tr>{''.join(body)}</table></div>"
 
 
+def _family_table(run_dir: Path) -> str:
+    path = run_dir / "family.csv"
+    if not path.exists():
+        return ""
+    import csv
+
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return ""
+    th = "".join(f"<th>{_e(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in r.values()) + "</tr>" for r in rows)
+    return f"<h2>The scaled family (family.csv)</h2><div class=scroll><table><tr>{th}</tr>{body}</table></div>"
+
+
 def _presets_table(data: RunData, presets: dict[str, dict[str, float]]) -> str:
     if not presets:
         return "<h2>Presets</h2><p>This space defines no published models.</p>"
@@ -335,11 +410,15 @@ def _provenance(data: RunData, rows: list[dict]) -> str:
         prov = t.meta.get("provenance", {})
         items.append(f"latency table <code>{_e(t.device)}</code>: {_e(t.version)} ({_e(t.path)}); "
                      f"source: {_e(prov.get('source', 'measured with nas lut build'))}; licence: {_e(prov.get('licence', ''))}")
-    if data.cfg.supernet:
+    if getattr(data.cfg, "supernet", None):
         items.append(f"supernet checkpoint {_e(data.cfg.supernet)}, sha256[:16] "
                      f"{_e(data.cfg.fingerprints.get('supernet', '?'))}")
     if rows and "accuracy_estimate" in rows[0]:
         items.append(f"accuracy estimate: {_e(rows[0]['accuracy_estimate'])}")
+    for sub in sorted(data.run_dir.glob("retrain-*/checkpoint.safetensors")):  # a designer's retrained networks
+        from nas.runs import sha256_16
+
+        items.append(f"retrained network {_e(sub.parent.name)}/: checkpoint sha256[:16] {_e(sha256_16(sub))}")
     items.append(f"evaluations: {_e(data.run_dir / 'evals.jsonl')}; settings: {_e(data.run_dir / 'config.toml')}")
     return "<h2>Provenance</h2><ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
 

@@ -114,14 +114,25 @@ def run_space(run_dir: Path, cfg: dict):
     return space
 
 
-def evaluations(run_dir: Path) -> list[dict]:
-    """Every complete record of evals.jsonl, in order, without touching the file (a search may
-    still be appending; a torn last line is skipped, not cut)."""
+def sha256_16(path: Path) -> str:
+    """sha256 prefix of a file (a checkpoint): what runs and exports record to name the weights they used."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def evaluations(run_dir: Path, log: str = "evals.jsonl", keys: tuple[str, ...] = ("id", "genome")) -> list[dict]:
+    """Every complete record of ``log`` (evals.jsonl; an As-ViT run's measures.jsonl), in order,
+    without touching the file (a search may still be appending; a torn last line is skipped, not cut)."""
     import json
 
-    path = Path(run_dir) / "evals.jsonl"
+    path = Path(run_dir) / log
     if not path.exists():
-        raise UserError(f"{run_dir} has no evals.jsonl (an As-ViT seed-search run writes family.csv instead)")
+        raise UserError(f"{run_dir} has no {log} (an As-ViT seed-search run writes measures.jsonl and family.csv instead)")
     out = []
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
@@ -129,7 +140,7 @@ def evaluations(run_dir: Path) -> list[dict]:
                 break
             try:
                 rec = json.loads(raw)
-                if not isinstance(rec, dict) or "id" not in rec or "genome" not in rec:
+                if not isinstance(rec, dict) or any(k not in rec for k in keys):
                     raise ValueError("not an evaluation record")
             except ValueError as e:
                 raise UserError(f"{path}:{lineno}: corrupt evaluation record ({e})") from None

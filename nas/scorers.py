@@ -10,7 +10,6 @@ Both import torch only when first used, so LUT-only searches never do.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from pathlib import Path
@@ -100,11 +99,9 @@ class SupernetScorer:
     @property
     def fingerprint(self) -> str:
         """sha256 prefix of the checkpoint file: a resumed search checks it is the same supernet."""
-        h = hashlib.sha256()
-        with self.path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()[:16]
+        from nas.runs import sha256_16
+
+        return sha256_16(self.path)
 
     def check(self) -> None:
         """Read the checkpoint's header up front: wrong space or data fail before the search starts."""

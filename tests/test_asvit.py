@@ -96,6 +96,9 @@ def test_seed_search_and_scaling_grow_monotonically_and_resume(tmp_path):
     assert summary["seed"].count("|") == 4 and summary["final"] == rows[-1]["arch"]
     assert len(list(csv.DictReader((out / "reinforce.csv").open()))) == 12
     family = (out / "family.csv").read_text()
+    page = (out / "report.html").read_text()  # the report: the seed search's measures, the family table
+    assert page.count("data:image/png;base64,") == 5 and "The scaled family (family.csv)" in page
+    assert all(f"<td>{row['arch']}</td>" in page for row in rows)
     # resume after a crash that lost the last measurements: the same family, only those re-measured
     lines = (out / "measures.jsonl").read_text().splitlines()
     half = len(lines) // 2

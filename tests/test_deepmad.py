@@ -245,6 +245,22 @@ def test_nas_design_cli(tmp_path):
     lat = nas_cli("latency", "--space", "deepmad-tiny", "--arch", str(structure), "--json")
     assert lat.returncode == 0, lat.stderr
     assert json.loads(lat.stdout)["params_m"] == pytest.approx(res["params_with_fc"] / 1e6)
+    # report.html, as a search writes it: the score against the budgeted costs, the design in its table
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "DeepMAD design (mp)" in page
+    assert f"<td>{rows[0]['arch_id']}</td>" in page and "flops &lt;= 3e+07" in page
+
+
+def test_report_places_the_released_structures_by_the_same_score():
+    from nas.design.deepmad import breakdown, preset_columns
+
+    space = get_space("deepmad-resnet")
+    cols = preset_columns(space, Objective())
+    assert set(cols) == set(space.presets())
+    for name in ("deepmad-r18", "deepmad-r50"):
+        b = breakdown(space, space.presets()[name].genome)
+        assert cols[name]["score"] == pytest.approx(b["score"]) and cols[name]["flops"] == b["flops"]
+        assert cols[name]["params"] == b["params"]  # without the classifier, as the --max-params budget counts
 
 
 def test_infeasible_budgets_name_the_constraint_and_write_nothing(tmp_path):

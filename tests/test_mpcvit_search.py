@@ -107,6 +107,26 @@ def test_tiny_design_with_teacher_and_resume(tmp_path):
     r = nas_cli("resume", str(run), "--no-progress", "--json")
     assert r.returncode == 0, r.stderr
     assert (run / "evals.jsonl").read_text() == log  # nothing retrained
+    page = (run / "report.html").read_text()  # the report, as a search writes it
+    assert page.count("data:image/png;base64,") == 4 and "MPCViT" in page and "retrain-mu0.5/" in page
+    # an exported row carries the weights the run retrained it to: its held-out accuracy is the row's
+    k = next(i for i, row in enumerate(front) if row["arch_id"] == settings["mu0.5"]["arch_id"]) \
+        if settings["mu0.5"]["arch_id"] in {row["arch_id"] for row in front} else 0
+    r = nas_cli("export", str(run), "--point", str(k), "--format", "torch", "--out", str(tmp_path / "exp"), "--json")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert rec["weights"] == "trained" and rec["max_abs_err_torch"] == 0
+    import timm
+
+    import nas.export  # noqa: F401  (registers vitnas_<family>)
+    from nas.data import load_data
+    from nas.train.bn import accuracy
+
+    model = timm.create_model("vitnas_mpcvit", pretrained_cfg_overlay=dict(file=str(tmp_path / "exp" / "model.safetensors")))
+    data = load_data("fashion-mnist", heldout=2000, seed=0)  # the retraining's held-out split (DEFAULTS)
+    acc, _ = accuracy(model.eval(), ((data.normalise(x), y) for x, y in data.raw_batches(data.heldout, 512)))
+    row = next(row for row in out["rows"] if row["arch_id"] == front[k]["arch_id"])
+    assert acc == pytest.approx(row["accuracy"], abs=1e-9)
 
 
 def test_alpha_and_beta_are_weight_decayed_as_the_released_optimiser_does():

@@ -409,6 +409,12 @@ class DesignConfig:
 
         return dataclass_to_toml(self, "`nas design`; a person")
 
+    @classmethod
+    def from_toml(cls, path) -> "DesignConfig":
+        from nas.config import dataclass_from_toml
+
+        return dataclass_from_toml(cls, path, "nas design").validate()
+
 
 SOLVERS = ("mp", "evolution")
 JSON_KEYS = ("score", "entropy", "penalty", "rho", "rho_per_stage", "flops", "params", "params_with_fc", "layers",
@@ -437,13 +443,39 @@ def _columns_of(row: dict) -> dict[str, float]:
             "layers": row["layers"], "macs_m": row["macs"] / 1e6, "params_m": row["params"] / 1e6}
 
 
+def run_constraints(budgets: Budgets) -> list:
+    from nas.objectives import Constraint
+
+    out = [Constraint("flops", budgets.flops, "--max-flops"), Constraint("params", budgets.params, "--max-params"),
+           Constraint("rho", budgets.rho, "--rho")]
+    if budgets.layers is not None:
+        out.append(Constraint("layers", budgets.layers, "--max-layers"))
+    return out
+
+
+def report_objectives() -> list:
+    """The score (the design's one objective) and, for drawing it, the two budgeted costs."""
+    from nas.objectives import Objective as RunObjective
+
+    return [RunObjective("score", "max", "DeepMAD score"), RunObjective("flops", "min", "FLOPs (the code's count)"),
+            RunObjective("params", "min", "parameters without the classifier")]
+
+
+def preset_columns(space: DeepMADSpace, objective: Objective) -> dict[str, dict[str, float]]:
+    """The released structures' COLUMNS, scored by ``objective``: what the report places beside a design."""
+    presets = space.presets()
+    if not presets:
+        return {}
+    g = np.asarray([a.genome for a in presets.values()], dtype=GENOME_DTYPE)
+    m = evaluate(space, g, objective)
+    return {name: _columns_of(_row(m, i)) for i, name in enumerate(presets)}
+
+
 def design(space: DeepMADSpace, cfg: DesignConfig, progress: Callable[[int, float], None] | None = None):
     """Solve the program; returns a ``nas.design.Design`` whose files hold structure.json."""
     import json
 
     from nas.design import Design
-    from nas.objectives import Constraint
-    from nas.objectives import Objective as RunObjective
 
     budgets = cfg.budgets(space)
     obj = cfg.objective()
@@ -454,15 +486,11 @@ def design(space: DeepMADSpace, cfg: DesignConfig, progress: Callable[[int, floa
         sol = solve_evolution(space, budgets, obj, seed=cfg.seed, population=cfg.population,
                               iterations=cfg.iterations, time_limit=cfg.time_limit, progress=progress)
     best = breakdown(space, sol.genome, obj, sol.solve_s)
-    constraints = [Constraint("flops", budgets.flops, "--max-flops"), Constraint("params", budgets.params, "--max-params"),
-                   Constraint("rho", budgets.rho, "--rho")]
-    if budgets.layers is not None:
-        constraints.append(Constraint("layers", budgets.layers, "--max-layers"))
     structure = {"space": space.name, "image_size": space.input_resolution(space.arch(sol.genome)),
                  "structure": best["structure"], "score": {k: v for k, v in best.items() if k != "structure"},
                  "budgets": {k: v for k, v in budgets.items()}, "solver": cfg.solver, "seed": cfg.seed,
                  "evaluated": sol.evaluated, "entropy_form": cfg.entropy, "corrected": cfg.corrected}
-    return Design(columns=COLUMNS, objectives=[RunObjective("score", "max", "DeepMAD score")], constraints=constraints,
+    return Design(columns=COLUMNS, objectives=report_objectives()[:1], constraints=run_constraints(budgets),
                   candidates=[(g, _columns_of(r)) for g, r in sol.candidates],
                   files={"structure.json": json.dumps(structure, indent=2) + "\n"},
                   summary={**best, "evaluated": sol.evaluated})

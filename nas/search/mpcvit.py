@@ -112,8 +112,16 @@ def check_design(space, design: dict) -> None:
         _teacher_source(space, Path(design["teacher"]))
 
 
-def run_mpcvit(space, cfg, tables, run_dir: Path, *, progress: bool = True) -> DesignResult:
+def objectives_of(tables) -> list:
+    """What the rows are judged by: retrained accuracy against the MPC latency on each device."""
     from nas.objectives import Objective, latency_column
+
+    return [Objective("accuracy", "max", "held-out accuracy (retrained)")] + \
+        [Objective(latency_column(t.device), "min", f"latency on {t.device} (ms)") for t in tables]
+
+
+def run_mpcvit(space, cfg, tables, run_dir: Path, *, progress: bool = True) -> DesignResult:
+    from nas.objectives import latency_column
     from nas.runlog import OK, RunLog
 
     d = {**DEFAULTS, **cfg.design}
@@ -128,8 +136,7 @@ def run_mpcvit(space, cfg, tables, run_dir: Path, *, progress: bool = True) -> D
     if d["endpoints"]:
         plan += [("all-rs", 1.0, space.parse_arch("all-rs")), ("all-scal", 0.0, space.parse_arch("all-scal"))]
     columns = ["mu", "accuracy", "macs_m", "params_m"] + [latency_column(t.device) for t in tables]
-    objectives = [Objective("accuracy", "max", "held-out accuracy (retrained)")] + \
-        [Objective(latency_column(t.device), "min", f"latency on {t.device} (ms)") for t in tables]
+    objectives = objectives_of(tables)
     log = RunLog(run_dir / "evals.jsonl", columns, objectives, [], space.gene_sizes)
     teacher = _load_teacher(space, Path(d["teacher"])) if d.get("teacher") else None
     rows = []
@@ -325,11 +332,16 @@ def cli(a, run_dir: Path | None = None, cfg=None) -> str:
     with locked(run_dir) if fresh else nullcontext():
         print(f"run directory: {run_dir}  (if interrupted: nas resume {run_dir})", file=sys.stderr)
         res = run_mpcvit(space, cfg, tables, run_dir, progress=not a.no_progress)
+    from nas.run_report import write_report
+
+    report = write_report(run_dir)
     if a.json:
-        return json.dumps(res.summary(), indent=2)
+        return json.dumps({**res.summary(), "report": str(report)}, indent=2)
     lat = [c for c in res.rows[0] if c.startswith("latency_")] if res.rows else []
     lines = [f"{len(res.rows)} retrained networks in {res.seconds:.0f}s; Pareto front: {res.front} -> {res.pareto_csv}"]
     for r in res.rows:
         lines.append(f"  {r['setting']:>9s} {r['heads']:40s} acc {100 * r['accuracy']:6.2f} %"
                      + "".join(f"  {r[c] / 1000:8.1f} s" for c in lat))
+    lines.append(f"report: {report} (figures beside it; export a row with its retrained weights: "
+                 f"nas export {run_dir} --point K)")
     return "\n".join(lines)
