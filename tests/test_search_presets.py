@@ -83,6 +83,40 @@ def test_top_k_mutation_rate_and_crossover_mix_two_parents():
     assert set(np.unique(kids)) == {0, 4} and 0.3 < share.mean() < 0.7 and (share > 0).all() and (share < 1).all()
 
 
+def test_top_k_with_a_family_mutator_and_a_given_initial_population():
+    """DeepMAD's solver plugs its block mutator and its one seed structure into the searcher."""
+    from nas.search.base import Problem, constrained_rank
+    from nas.search.evolution import TopKEvolution
+
+    calls = []
+
+    def plus_one(rng, parents):  # a family operator: every child one step up on a random variable
+        calls.append(len(parents))
+        kids = parents.copy()
+        kids[np.arange(len(kids)), rng.integers(0, 3, len(kids))] += 1
+        return np.minimum(kids, 9)
+
+    p = Problem(("a", "b", "c"), np.full(3, 10), 1, 0, lambda rng, n: rng.integers(0, 10, (n, 3)),
+                identify=lambda x: [str(r.tolist()) for r in x])
+    start = np.zeros((1, 3), dtype=np.int64)
+    ev = TopKEvolution(p, seed=0, population=4, parents=4, mutations=4, crossovers=0, initial=start, overdraw=1,
+                       mutate=plus_one)
+    assert (ev.ask() == start).all()  # not random samples
+    ev.tell(start, np.array([[0.0]]), np.zeros((1, 0)))
+    kids = ev.ask()
+    assert calls and len(kids) == 3 and set(map(tuple, kids)) == {(1, 0, 0), (0, 1, 0), (0, 0, 1)}  # only 3 exist
+    assert calls[0] == 4  # overdraw 1: as many drawn as wanted
+    # one objective: the fronts are the distinct values in order, as pymoo's sort gives them
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+    f = np.random.default_rng(0).integers(0, 6, (200, 1)).astype(float)
+    g = np.where(np.arange(200)[:, None] % 7 == 0, 1.0, -1.0)
+    rank = constrained_rank(f, g)
+    feas = g[:, 0] <= 0
+    assert (rank[feas] == NonDominatedSorting().do(f[feas], return_rank=True)[1]).all()
+    assert (rank[~feas] > rank[feas].max()).all()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--strategy", "nsga2", "--preset", "resnas"], "--preset resnas configures --strategy evolution, not nsga2"),
     (["--strategy", "evolution", "--preset", "resnsa"], "did you mean 'resnas'"),

@@ -229,10 +229,17 @@ def solve_evolution(space: DeepMADSpace, budgets: Budgets, objective: Objective 
                     population: int = 256, iterations: int = 500_000, block_mutations: int = 2,
                     time_limit: float | None = None, start: np.ndarray | None = None,
                     progress: Callable[[int, float], None] | None = None) -> Solution:
-    """TinyNAS's search on the same objective. ``start``: the genome the population starts as
-    (default the space's first seed structure, else the smallest structure); it must meet the budgets."""
+    """TinyNAS's search on the same objective, run by the engine's top-k evolution searcher
+    (``nas.search.evolution.TopKEvolution``, as ViT-ResNAS's and ElasticViT's searches): the
+    population is the seed structure, every generation ``population`` children of random parents
+    among the best ``population`` scored so far, each made by the original's block mutator
+    (``mutate``: ``block_mutations`` blocks), over-budget children rejected before scoring and
+    repeats never scored twice. ``start``: the genome the population starts as (default the
+    space's first seed structure, else the smallest structure); it must meet the budgets."""
+    from nas.search.base import Problem
+    from nas.search.evolution import TopKEvolution
+
     check_budgets(space, budgets)
-    rng = np.random.default_rng(seed)
     t0, c0 = time.perf_counter(), time.process_time()
     if start is None:
         seeds = space.seeds()
@@ -244,26 +251,50 @@ def solve_evolution(space: DeepMADSpace, budgets: Budgets, objective: Objective 
         raise UserError(f"the evolution solver starts from the seed structure, which is over the budgets "
                         f"(flops {_si(float(m0['flops'][0]))}, params {_si(float(m0['params_backbone'][0]))}, "
                         f"rho {float(m0['rho'][0]):.3f}); use --solver mp or larger budgets")
-    pop_g, pop_f = start.copy(), m0["score"].copy()
-    evaluated, it = 1, 0
-    while it < iterations and (time_limit is None or time.perf_counter() - t0 < time_limit):
-        n = min(population, iterations - it)
-        parents = pop_g[rng.integers(len(pop_g), size=n)]
-        children = mutate(space, parents, rng, block_mutations, depth_cap(space, budgets))
-        m = evaluate(space, children, objective)
-        evaluated += n
-        it += n
-        ok = (budgets.violation(m) <= 0).all(1)
-        allg = np.concatenate([pop_g, children[ok]])
-        allf = np.concatenate([pop_f, m["score"][ok]])
-        uniq, first = np.unique(allg, axis=0, return_index=True)
-        order = first[np.argsort(-allf[first], kind="stable")][:population]
-        pop_g, pop_f = allg[order], allf[order]
+    scored: set[bytes] = set()
+    checked: dict[bytes, tuple[float, np.ndarray]] = {}  # this generation's children: score and violations
+
+    def identify(x: np.ndarray) -> list[bytes]:
+        return [r.tobytes() for r in np.ascontiguousarray(x, dtype=GENOME_DTYPE)]
+
+    def feasible(x: np.ndarray) -> np.ndarray:  # scores the children once: the budgets need rho anyway
+        x = np.asarray(x, dtype=GENOME_DTYPE)
+        m = evaluate(space, x, objective)
+        viol = budgets.violation(m)
+        checked.update(zip(identify(x), zip(m["score"].tolist(), viol)))
+        return (viol <= 0).all(1)
+
+    cap = depth_cap(space, budgets)
+    problem = Problem(  # the searcher's vectors are the genomes themselves: the mutator works on blocks
+        names=tuple(f"gene{i}" for i in range(space.n_genes)), sizes=np.asarray(space.gene_sizes), n_obj=1,
+        n_constr=len(budgets.items()), sample=lambda rng, n: np.repeat(start, n, axis=0), identify=identify,
+        is_known=lambda ids: np.fromiter((i in scored for i in ids), dtype=bool, count=len(ids)), feasible=feasible)
+    searcher = TopKEvolution(problem, seed=seed, population=population, parents=population, mutations=population,
+                             crossovers=0, initial=start, overdraw=1,
+                             mutate=lambda rng, parents: mutate(space, parents, rng, block_mutations, cap))
+    best_g, best_f, evaluated = start[0], float(m0["score"][0]), 0
+    while evaluated < iterations and (time_limit is None or time.perf_counter() - t0 < time_limit):
+        x = np.asarray(searcher.ask(), dtype=GENOME_DTYPE)[: iterations - evaluated]
+        if not len(x):
+            break  # every child of the best is scored already
+        ids = identify(x)
+        if any(i not in checked for i in ids):  # the initial population is not drawn through `feasible`
+            feasible(x)
+        f = np.array([checked[i][0] for i in ids])
+        searcher.tell(x, -f[:, None], np.stack([checked[i][1] for i in ids]))
+        checked.clear()
+        scored.update(ids)
+        evaluated += len(x)
+        i = int(np.argmax(f))  # every child told is within the budgets (rejected before scoring)
+        if f[i] > best_f:
+            best_g, best_f = x[i], float(f[i])
         if progress is not None:
-            progress(it, float(pop_f[0]))
-    m = evaluate(space, pop_g, objective)
-    candidates = [(pop_g[i], _row(m, i)) for i in range(len(pop_g))]
-    return Solution(pop_g[0], _row(m, 0), time.perf_counter() - t0, evaluated, candidates, time.process_time() - c0)
+            progress(evaluated, best_f)
+    pop = np.asarray(searcher._top(), dtype=GENOME_DTYPE) if searcher.xs else start
+    m = evaluate(space, pop, objective)
+    candidates = [(pop[i], _row(m, i)) for i in range(len(pop))]
+    mb = evaluate(space, best_g[None, :], objective)
+    return Solution(best_g, _row(mb, 0), time.perf_counter() - t0, evaluated, candidates, time.process_time() - c0)
 
 
 def depth_cap(space: DeepMADSpace, budgets: Budgets) -> int | None:

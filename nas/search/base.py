@@ -140,8 +140,9 @@ def constrained_rank(f: np.ndarray, g: np.ndarray) -> np.ndarray:
     cv = np.clip(g, 0, None).sum(1) if g.size else np.zeros(len(f))
     rank = np.empty(len(f), dtype=np.int64)
     feas = np.flatnonzero(cv <= 0)
-    if feas.size:
-        fronts = NonDominatedSorting().do(f[feas], return_rank=True)[1]
+    if feas.size:  # one objective: the fronts are the distinct values in order (no sort of all pairs)
+        fronts = (np.unique(f[feas, 0], return_inverse=True)[1].reshape(-1) if f.shape[1] == 1
+                  else NonDominatedSorting().do(f[feas], return_rank=True)[1])
         rank[feas] = fronts
         base = int(fronts.max()) + 1
     else:

@@ -18,6 +18,7 @@ the cheap metrics) or repeat an evaluated architecture are redrawn, not evaluate
 from __future__ import annotations
 
 from collections import deque
+from typing import Callable
 
 import numpy as np
 
@@ -86,9 +87,17 @@ class TopKEvolution:
     DRAWS = 200  # rounds of candidate batches before an ask returns short (the space is exhausted)
 
     def __init__(self, problem: Problem, *, seed: int, population: int, parents: int, mutations: int,
-                 crossovers: int, mutation_prob: float, depth_mutation_prob: float | None = None,
-                 random_redraw: float = 1.0, crossover: str = "uniform"):
+                 crossovers: int, mutation_prob: float = 0.0, depth_mutation_prob: float | None = None,
+                 random_redraw: float = 1.0, crossover: str = "uniform",
+                 mutate: Callable[[np.random.Generator, np.ndarray], np.ndarray] | None = None,
+                 initial: np.ndarray | None = None, overdraw: int = 4):
+        """``mutate(rng, parents) -> children``: a family's own mutation operator instead of
+        redrawing variables (DeepMAD's block mutator); ``initial``: the first population instead of
+        ``population`` random samples (DeepMAD starts from one seed structure); ``overdraw``:
+        candidates drawn per one wanted, so that redraws after constraint rejection are rare (1 for
+        an operator whose children are mostly feasible and cost more to make than to check)."""
         self.problem, self.rng = problem, np.random.default_rng(seed)
+        self.custom_mutate, self.initial, self.overdraw = mutate, initial, overdraw
         self.population, self.parents, self.mutations, self.crossovers = population, parents, mutations, crossovers
         names = problem.names
         self.prob = np.full(len(names), mutation_prob)
@@ -108,6 +117,8 @@ class TopKEvolution:
 
     def ask(self) -> np.ndarray:
         if not self.xs:
+            if self.initial is not None:
+                return np.asarray(self.initial)
             return self._fill(self.population, lambda n: self.problem.sample(self.rng, n))
         top = self._top()
         muts = self._fill(self.mutations, lambda n: self._mutate(top[self.rng.integers(len(top), size=n)]))
@@ -122,7 +133,9 @@ class TopKEvolution:
 
     def _mutate(self, parents: np.ndarray) -> np.ndarray:
         """Each variable is redrawn with its probability: uniformly (or, with ``random_redraw`` < 1,
-        uniformly with that probability and otherwise its smallest choice)."""
+        uniformly with that probability and otherwise its smallest choice), or by ``mutate``."""
+        if self.custom_mutate is not None:
+            return self.custom_mutate(self.rng, parents)
         hit = self.rng.random(parents.shape) < self.prob
         new = (self.rng.random(parents.shape) * self.problem.sizes).astype(parents.dtype)
         if self.random_redraw < 1.0:
@@ -148,7 +161,7 @@ class TopKEvolution:
         for _ in range(self.DRAWS):
             if len(out) >= n:
                 break
-            cand = np.asarray(draw(max(4 * (n - len(out)), 64)))
+            cand = np.asarray(draw(max(self.overdraw * (n - len(out)), 64 if self.overdraw > 1 else 1)))
             if self.problem.feasible is not None:
                 cand = cand[self.problem.feasible(cand)]
             if not len(cand):
