@@ -101,7 +101,7 @@ def test_corrupt_middle_line_is_an_error_naming_the_line(tmp_path):
     lines[10] = '{"id": "x"}\n'
     log.write_text("".join(lines))
     res = nas_cli("resume", str(run))
-    assert res.returncode == 2 and f"evals.jsonl:11: corrupt evaluation record" in res.stderr
+    assert res.returncode == 2 and "evals.jsonl:11: corrupt evaluation record" in res.stderr
     assert len(res.stderr.strip().splitlines()) <= 2  # the run-directory note and one error line
 
 

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from conftest import nas_cli, run_search
-from nas.errors import UserError
 from nas.objectives import Constraint
 
 
