@@ -149,7 +149,7 @@ FMNIST = pytest.mark.skipif(not FASHION_MNIST_DIR.exists(),
 def test_train_one_asvit_network_with_progressive_retokenisation(tmp_path):
     out = tmp_path / "t"
     r = nas_cli("train", "--space", "asvit-tiny", "--arch", "seed", "--data", "fashion-mnist", "--steps", "6",
-                "--batch-size", "16", "--heldout", "200", "--retokenize", "0.5", "--checkpoint-every", "3",
+                "--batch-size", "16", "--heldout", "200", "--bn-batches", "1", "--retokenize", "0.5", "--checkpoint-every", "3",
                 "--out", str(out), "--no-progress", "--json")
     assert r.returncode == 0, r.stderr
     steps = list(csv.DictReader((out / "steps.csv").open()))

@@ -81,7 +81,7 @@ def test_tiny_design_with_teacher_and_resume(tmp_path):
     space_file.write_text(TINY)
     teacher = tmp_path / "teacher"
     r = nas_cli("train", "--space", str(space_file), "--arch", "all-softmax", "--data", "fashion-mnist", "--steps", "3",
-                "--batch-size", "16", "--heldout", "200", "--out", str(teacher), "--no-progress")
+                "--batch-size", "16", "--heldout", "200", "--bn-batches", "1", "--out", str(teacher), "--no-progress")
     assert r.returncode == 0, r.stderr
     run = tmp_path / "run"
     args = ["search", "--space", str(space_file), "--strategy", "mpcvit", "--mu", "0.5", "--data", "fashion-mnist",

@@ -222,7 +222,7 @@ from nas.data import FASHION_MNIST_DIR  # noqa: E402
 needs_fmnist = pytest.mark.skipif(not FASHION_MNIST_DIR.exists(),
                                   reason="Fashion-MNIST not installed: apt-get install dataset-fashion-mnist")
 TRAIN_ARGS = ["--space", "elasticvit-tiny", "--data", "fashion-mnist", "--steps", "6", "--batch-size", "16",
-              "--heldout", "300", "--threads", "1", "--checkpoint-every", "3"]
+              "--heldout", "300", "--bn-batches", "1", "--threads", "1", "--checkpoint-every", "3"]
 
 
 @needs_fmnist

@@ -80,7 +80,8 @@ def test_resume_is_bit_exact(tmp_path):
 def test_kill9_and_cli_resume(tmp_path):
     out = tmp_path / "run"
     args = ["train", "--space", "elasticvit-tiny", "--data", "fashion-mnist", "--steps", "16", "--batch-size", "16",
-            "--heldout", "500", "--checkpoint-every", "4", "--threads", "1", "--out", str(out), "--no-progress"]
+            "--heldout", "500", "--bn-batches", "1", "--checkpoint-every", "4", "--threads", "1", "--out", str(out),
+            "--no-progress"]
     ref = nas_cli(*args[:-3], "--out", str(tmp_path / "ref"), "--no-progress", "--json")
     assert ref.returncode == 0, ref.stderr
     proc = subprocess.Popen([sys.executable, "-m", "nas.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -141,7 +142,8 @@ def test_one_bad_batch_is_skipped_and_leaves_no_trace(tmp_path, monkeypatch):
 def test_resume_before_the_first_checkpoint_starts_over(tmp_path):
     out = tmp_path / "run"
     r = nas_cli("train", "--space", "elasticvit-tiny", "--data", "fashion-mnist", "--steps", "3", "--batch-size", "16",
-                "--heldout", "500", "--threads", "1", "--checkpoint-every", "100", "--out", str(out), "--no-progress")
+                "--heldout", "200", "--bn-batches", "1", "--threads", "1", "--checkpoint-every", "100", "--out", str(out),
+                "--no-progress")
     assert r.returncode == 0, r.stderr
     (out / CHECKPOINT).unlink()  # as if killed before any checkpoint
     r = nas_cli("train", "--resume", str(out), "--no-progress")

@@ -13,6 +13,9 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
     ``batches`` (momentum None), with the model in train mode; the model is left in eval mode.
     Shared supernet statistics belong to whichever subnet ran last, so every evaluation does this."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:  # LayerNorm-only networks (MPCViT): there is nothing to re-estimate, skip the passes
+        model.eval()
+        return
     saved = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
