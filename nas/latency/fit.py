@@ -2,10 +2,11 @@
 model that fills the rest.
 
 Features of a block come from one forward pass on torch's meta device (no memory, no compute):
-``flops`` (torch's FlopCounterMode), ``elems`` (elements written by every operator: the memory
-traffic that bounds depthwise and elementwise work), ``ops`` (operators dispatched: the per-call
-overhead that dominates small blocks in eager runtimes) and a constant. Per block kind (mbconv,
-attention, ...) ``latency = sum(coef * feature)`` is fitted by non-negative least squares on
+``flops`` (torch's FLOP formulas, counted as FlopCounterMode counts them), ``elems`` (elements
+written by every operator: the memory traffic that bounds depthwise and elementwise work),
+``ops`` (operators dispatched: the per-call overhead that dominates small blocks in eager
+runtimes) and a constant. Per block kind (mbconv, attention, ...) ``latency = sum(coef *
+feature)`` is fitted by non-negative least squares on
 relative errors (each row divided by its measured latency), so small and large blocks count
 alike and no coefficient can make a block cheaper for doing more work.
 
