@@ -253,6 +253,8 @@ def _parser() -> argparse.ArgumentParser:
     tu.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     tu.add_argument("--heldout", type=int, default=TrainConfig.heldout)
     tu.add_argument("--eval-every", type=int, help="steps between evaluations, each reported to Tune (default: each epoch)")
+    tu.add_argument("--bn-batches", type=int, metavar="N", help="BN recalibration batches per evaluated subnet, as for "
+                                                              "nas train (default: the space's recipe)")
     tu.add_argument("--seed", type=int, default=0)
     tu.add_argument("--threads", type=int, default=1, help="CPUs (torch threads) per trial (default 1)")
     tu.add_argument("--ray", nargs="?", const="local", default="local", metavar="ADDRESS",
@@ -787,7 +789,8 @@ def cmd_tune(a: argparse.Namespace) -> str:
     if a.subnets:
         sweep["subnets"] = d.parse_values("--subnets", a.subnets, int)
     base = TrainConfig(space=a.space, data=a.data, steps=a.steps, epochs=a.epochs, batch_size=a.batch_size,
-                       heldout=a.heldout, eval_every=a.eval_every, seed=a.seed, threads=a.threads, ray=a.ray)
+                       heldout=a.heldout, eval_every=a.eval_every, bn_batches=a.bn_batches, seed=a.seed,
+                       threads=a.threads, ray=a.ray)
     d.check_sweep(base, sweep, a.search, a.samples)
     first = {k: (v[0] if isinstance(v, list) else v.low) for k, v in sweep.items()}
     trainer = Trainer(dataclasses.replace(base, **first), Path("."), progress=False)  # space and data checks

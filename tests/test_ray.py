@@ -264,7 +264,8 @@ def test_tune_sweep_with_optuna_multi_objective(tmp_path):
 
     out = tmp_path / "sweep"
     res = nas_cli("tune", "--space", "elasticvit-tiny", "--data", "fashion-mnist", "--steps", "4", "--eval-every", "2",
-                  "--batch-size", "16", "--heldout", "300", "--lr", "1e-4:1e-2", "--sampler", "sandwich,uniform",
+                  "--batch-size", "16", "--heldout", "300", "--bn-batches", "1", "--lr", "1e-4:1e-2",
+                  "--sampler", "sandwich,uniform",
                   "--search", "optuna", "--samples", "2", "--out", str(out), "--json")
     assert res.returncode == 0, res.stderr[-3000:]
     trials = json.loads(res.stdout)["trials"]
@@ -273,6 +274,7 @@ def test_tune_sweep_with_optuna_multi_objective(tmp_path):
         assert t["step"] == 4 and 0 <= t["accuracy_smallest"] <= 1 and 0 <= t["accuracy_largest"] <= 1
         cfg = TrainConfig.from_toml(Path(t["run_dir"]) / "config.toml")  # each trial is a `nas train` run
         assert (cfg.lr, cfg.sampler) == (t["lr"], t["sampler"]) and 1e-4 <= cfg.lr <= 1e-2
+        assert cfg.bn_batches == 1  # the sweep's fixed settings reach every trial
         evals = (Path(t["run_dir"]) / "evals.csv").read_text().splitlines()[1:]
         assert sorted({int(r.split(",")[0]) for r in evals}) == [2, 4]  # evaluated (and reported) twice
     acc = [(t["accuracy_smallest"], t["accuracy_largest"]) for t in trials]

@@ -194,9 +194,8 @@ def test_train_and_tune_run_on_the_job_cluster(head, tmp_path):
     if not FASHION_MNIST_DIR.exists():
         pytest.skip("Fashion-MNIST not installed: apt-get install dataset-fashion-mnist")
     args = ["--space", "elasticvit-tiny", "--data", "fashion-mnist", "--steps", "1", "--batch-size", "16", "--heldout",
-            "200", "--threads", "1", "--no-progress", "--json"]  # (`nas tune` has no --bn-batches)
-    r = nas_cli("train", *args, "--bn-batches", "1", "--ray", head["address"], "--workers", "2",
-                "--out", str(tmp_path / "train"))
+            "200", "--bn-batches", "1", "--threads", "1", "--no-progress", "--json"]
+    r = nas_cli("train", *args, "--ray", head["address"], "--workers", "2", "--out", str(tmp_path / "train"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(r.stdout)["step"] == 1
     r = nas_cli("tune", *args[:-2], "--ray", head["address"], "--lr", "1e-3", "--search", "grid",

@@ -40,14 +40,14 @@ def rows(path):
 
 @needs_fmnist
 def test_supernet_learns_fashion_mnist(tmp_path):
-    """80 steps of 64 images (5,120 images, about a minute on 2 cores): the smallest and the
-    largest subnet are far above chance (10 %) on the held-out split."""
-    cfg = small(steps=80, batch_size=64, heldout=2000, bn_batches=4, threads=2, lr=3e-3)
+    """80 steps of 64 images (5,120 images, about 40 s on 2 cores; the sandwich of the largest and
+    the smallest subnet only): both are far above chance (10 %) on the held-out split (0.74 / 0.61 seen)."""
+    cfg = small(steps=80, batch_size=64, heldout=2000, bn_batches=4, threads=2, lr=3e-3, subnets=2)
     result = Trainer(cfg, tmp_path, progress=False).run()
     acc = {e["role"]: e["accuracy"] for e in result["evaluation"]}
     assert acc["smallest"] > 0.45 and acc["largest"] > 0.45, acc
     steps = rows(tmp_path / "steps.csv")
-    assert {r["role"] for r in steps} == {"largest", "smallest", "random"}
+    assert {r["role"] for r in steps} == {"largest", "smallest"}
     first = np.mean([float(r["loss"]) for r in steps if int(r["step"]) <= 10])
     last = np.mean([float(r["loss"]) for r in steps if int(r["step"]) > 70])
     assert last < first - 0.5  # the loss falls
