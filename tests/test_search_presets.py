@@ -105,6 +105,18 @@ def test_top_k_with_a_family_mutator_and_a_given_initial_population():
     kids = ev.ask()
     assert calls and len(kids) == 3 and set(map(tuple, kids)) == {(1, 0, 0), (0, 1, 0), (0, 0, 1)}  # only 3 exist
     assert calls[0] == 4  # overdraw 1: as many drawn as wanted
+    # one objective: the best `parents` kept as rows are told equal those of the whole history
+    rng = np.random.default_rng(1)
+    ev = TopKEvolution(p, seed=0, population=4, parents=7, mutations=4, crossovers=0)
+    hist = []
+    for _ in range(6):
+        x = rng.integers(0, 10, (9, 3))
+        f = rng.integers(0, 4, (9, 1)).astype(float)  # ties, told in different batches
+        g = np.where(rng.random((9, 1)) < 0.3, rng.integers(1, 3, (9, 1)), -1.0)  # infeasible ones, tied too
+        ev.tell(x, f, g)
+        hist.append((x, f, g))
+        X, F, G = (np.concatenate(v) for v in zip(*hist))
+        assert (ev._top() == X[TopKEvolution._order(F, G)[:7]]).all()
     # one objective: the fronts are the distinct values in order, as pymoo's sort gives them
     from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 

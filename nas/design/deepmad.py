@@ -290,7 +290,7 @@ def solve_evolution(space: DeepMADSpace, budgets: Budgets, objective: Objective 
             best_g, best_f = x[i], float(f[i])
         if progress is not None:
             progress(evaluated, best_f)
-    pop = np.asarray(searcher._top(), dtype=GENOME_DTYPE) if searcher.xs else start
+    pop = np.asarray(searcher._top(), dtype=GENOME_DTYPE) if searcher.best is not None else start
     m = evaluate(space, pop, objective)
     candidates = [(pop[i], _row(m, i)) for i in range(len(pop))]
     mb = evaluate(space, best_g[None, :], objective)

@@ -111,12 +111,13 @@ class TopKEvolution:
         # grouped crossover: one parent per kind of variable ("width", "depth", "mlp", ...)
         kinds = [n.rsplit(".", 1)[-1] for n in names]
         self.groups = np.unique(kinds, return_inverse=True)[1]
-        self.xs: list[np.ndarray] = []
+        self.xs: list[np.ndarray] = []  # several objectives: everything told, with its values
         self.fs: list[np.ndarray] = []
         self.gs: list[np.ndarray] = []
+        self.best: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # one objective: the best `parents`
 
     def ask(self) -> np.ndarray:
-        if not self.xs:
+        if not self.xs and self.best is None:
             if self.initial is not None:
                 return np.asarray(self.initial)
             return self._fill(self.population, lambda n: self.problem.sample(self.rng, n))
@@ -126,10 +127,15 @@ class TopKEvolution:
         return np.concatenate([muts, cross])
 
     def _top(self) -> np.ndarray:
+        if self.best is not None:
+            return self.best[0]
         x, f, g = np.concatenate(self.xs), np.concatenate(self.fs), np.concatenate(self.gs)
+        return x[self._order(f, g)[: self.parents]]
+
+    @staticmethod
+    def _order(f: np.ndarray, g: np.ndarray) -> np.ndarray:
         rank = constrained_rank(f, g)
-        order = np.lexsort((f[:, 0], rank))  # feasible first, then by rank, then the first objective
-        return x[order[: self.parents]]
+        return np.lexsort((f[:, 0], rank))  # feasible first, then by rank, then the first objective
 
     def _mutate(self, parents: np.ndarray) -> np.ndarray:
         """Each variable is redrawn with its probability: uniformly (or, with ``random_redraw`` < 1,
@@ -172,7 +178,19 @@ class TopKEvolution:
         return out[:n]
 
     def tell(self, x: np.ndarray, f: np.ndarray, g: np.ndarray) -> None:
-        if len(x):
-            self.xs.append(np.asarray(x))
-            self.fs.append(np.asarray(f, dtype=float))
-            self.gs.append(np.asarray(g, dtype=float).reshape(len(x), -1))
+        if not len(x):
+            return
+        x, f, g = np.asarray(x), np.asarray(f, dtype=float), np.asarray(g, dtype=float).reshape(len(x), -1)
+        if f.shape[1] != 1:
+            self.xs.append(x)
+            self.fs.append(f)
+            self.gs.append(g)
+            return
+        # One objective: a row's place (feasible by f, infeasible by violation, ties in the order
+        # told) does not depend on the other rows, so the best `parents` of everything told are
+        # the best of the previous best and the new rows; a long search (DeepMAD's 500,000
+        # children) then never re-sorts its whole history.
+        if self.best is not None:
+            x, f, g = (np.concatenate([a, b]) for a, b in zip(self.best, (x, f, g)))
+        keep = self._order(f, g)[: self.parents]
+        self.best = (x[keep], f[keep], g[keep])
