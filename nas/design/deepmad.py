@@ -135,6 +135,7 @@ def solve_mp(space: DeepMADSpace, budgets: Budgets, objective: Objective = Objec
 
     n_var = len(space.vars)
     cap = depth_cap(space, budgets)
+
     bounds = [(0, int(s) - 1) for s in space.var_sizes]
     if cap is not None:  # the L variables of super-blocks 2.. (every 4th from 8: out, btn, k, L per block)
         for j in range(8, n_var, 4):
@@ -234,7 +235,8 @@ def solve_evolution(space: DeepMADSpace, budgets: Budgets, objective: Objective 
     population is the seed structure, every generation ``population`` children of random parents
     among the best ``population`` scored so far, each made by the original's block mutator
     (``mutate``: ``block_mutations`` blocks), over-budget children rejected before scoring and
-    repeats never scored twice. ``start``: the genome the population starts as (default the
+    repeats never scored twice. ``iterations`` counts children made, rejected and repeated ones
+    included, as the original counts them. ``start``: the genome the population starts as (default the
     space's first seed structure, else the smallest structure); it must meet the budgets."""
     from nas.search.base import Problem
     from nas.search.evolution import TopKEvolution
@@ -265,18 +267,24 @@ def solve_evolution(space: DeepMADSpace, budgets: Budgets, objective: Objective 
         return (viol <= 0).all(1)
 
     cap = depth_cap(space, budgets)
+    made = 0  # children made, as the original counts its iterations (rejected and repeated ones too)
+
+    def children(rng: np.random.Generator, parents: np.ndarray) -> np.ndarray:
+        nonlocal made
+        parents = parents[: max(0, iterations - made)]  # the budget also bounds the redraws inside one ask
+        made += len(parents)
+        return mutate(space, parents, rng, block_mutations, cap) if len(parents) else parents.copy()
     problem = Problem(  # the searcher's vectors are the genomes themselves: the mutator works on blocks
         names=tuple(f"gene{i}" for i in range(space.n_genes)), sizes=np.asarray(space.gene_sizes), n_obj=1,
         n_constr=len(budgets.items()), sample=lambda rng, n: np.repeat(start, n, axis=0), identify=identify,
         is_known=lambda ids: np.fromiter((i in scored for i in ids), dtype=bool, count=len(ids)), feasible=feasible)
     searcher = TopKEvolution(problem, seed=seed, population=population, parents=population, mutations=population,
-                             crossovers=0, initial=start, overdraw=1,
-                             mutate=lambda rng, parents: mutate(space, parents, rng, block_mutations, cap))
+                             crossovers=0, initial=start, overdraw=1, mutate=children)
     best_g, best_f, evaluated = start[0], float(m0["score"][0]), 0
-    while evaluated < iterations and (time_limit is None or time.perf_counter() - t0 < time_limit):
-        x = np.asarray(searcher.ask(), dtype=GENOME_DTYPE)[: iterations - evaluated]
+    while made < iterations and (time_limit is None or time.perf_counter() - t0 < time_limit):
+        x = np.asarray(searcher.ask(), dtype=GENOME_DTYPE)
         if not len(x):
-            break  # every child of the best is scored already
+            break  # the budget ran out inside the ask, or every child of the best is scored already
         ids = identify(x)
         if any(i not in checked for i in ids):  # the initial population is not drawn through `feasible`
             feasible(x)
@@ -289,7 +297,7 @@ def solve_evolution(space: DeepMADSpace, budgets: Budgets, objective: Objective 
         if f[i] > best_f:
             best_g, best_f = x[i], float(f[i])
         if progress is not None:
-            progress(evaluated, best_f)
+            progress(made, best_f)
     pop = np.asarray(searcher._top(), dtype=GENOME_DTYPE) if searcher.best is not None else start
     m = evaluate(space, pop, objective)
     candidates = [(pop[i], _row(m, i)) for i in range(len(pop))]

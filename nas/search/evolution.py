@@ -168,7 +168,7 @@ class TopKEvolution:
             if len(out) >= n:
                 break
             cand = np.asarray(draw(max(self.overdraw * (n - len(out)), 64 if self.overdraw > 1 else 1)))
-            if self.problem.feasible is not None:
+            if len(cand) and self.problem.feasible is not None:
                 cand = cand[self.problem.feasible(cand)]
             if not len(cand):
                 continue
