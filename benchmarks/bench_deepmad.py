@@ -5,7 +5,9 @@ released structure's score under the code's formula, the `--solver mp` design (s
 on one core) and `--solver evolution` given the same wall time, and whether each meets every
 budget. Times are CPU seconds of the solving process (single-threaded numpy; on a quiet core wall
 time is the same, on a loaded machine CPU time stays comparable). The evolution runs for the
-mp solve's CPU time. Also the objective's throughput (structures scored per second, vectorised).
+mp solve's CPU time (its children per CPU second measured on a short run); ``evals`` is the
+distinct structures it scored. Also the objective's throughput (structures scored per second,
+vectorised).
 
     python benchmarks/bench_deepmad.py [--seeds 0,1] [--cases r18,r34,r50,29m,50m]
 """
@@ -38,7 +40,7 @@ def feasible(m: dict, b: Budgets) -> bool:
 
 
 def _iterations_for(space, b: Budgets, cpu_s: float) -> int:
-    """Children the evolution scores in ``cpu_s`` CPU seconds (its rate measured on a short run),
+    """Children the evolution makes in ``cpu_s`` CPU seconds (its rate measured on a short run),
     so both solvers get the same CPU time however loaded the machine is."""
     probe = solve_evolution(space, b, iterations=20_000)
     return max(256, int(20_000 * cpu_s / max(probe.cpu_s, 1e-9)))
