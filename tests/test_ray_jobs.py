@@ -205,7 +205,7 @@ def test_train_and_tune_run_on_the_job_cluster(head, tmp_path):
 
 
 def test_a_user_error_inside_a_ray_train_worker_is_one_line(head, tmp_path):
-    """The workers, not the driver, find that the loss stays non-finite (a TrainingError, a UserError):
+    """The worker, not the driver, finds that the loss stays non-finite (a TrainingError, a UserError):
     it must reach the user as one line with exit 2, not as Ray Train's WorkerGroupError traceback."""
     from nas.data import FASHION_MNIST_DIR
 
@@ -214,7 +214,7 @@ def test_a_user_error_inside_a_ray_train_worker_is_one_line(head, tmp_path):
     r = nas_cli("train", "--space", "elasticvit-tiny", "--data", "fashion-mnist", "--steps", "4", "--batch-size", "16",
                 "--heldout", "200", "--bn-batches", "1", "--threads", "1", "--no-progress", "--lr", "1e30",
                 "--max-bad-steps", "1",
-                "--ray", head["address"], "--workers", "2", "--out", str(tmp_path / "bad"))
+                "--ray", head["address"], "--workers", "1", "--out", str(tmp_path / "bad"))
     assert r.returncode == 2, r.stderr[-3000:]
     assert r.stderr.strip().splitlines()[-1].startswith("error: the loss was not finite for 1 steps in a row")
     assert "Traceback" not in r.stderr and "WorkerGroupError" not in r.stderr

@@ -40,16 +40,16 @@ def rows(path):
 
 @needs_fmnist
 def test_supernet_learns_fashion_mnist(tmp_path):
-    """80 steps of 64 images (5,120 images, about 40 s on 2 cores; the sandwich of the largest and
-    the smallest subnet only): both are far above chance (10 %) on the held-out split (0.74 / 0.61 seen)."""
-    cfg = small(steps=80, batch_size=64, heldout=2000, bn_batches=4, threads=2, lr=3e-3, subnets=2)
+    """60 steps of 64 images (3,840 images, about 30 s on 2 cores; the sandwich of the largest and
+    the smallest subnet only): both are far above chance (10 %) on the held-out split (0.71 / 0.55 seen)."""
+    cfg = small(steps=60, batch_size=64, heldout=2000, bn_batches=4, threads=2, lr=3e-3, subnets=2)
     result = Trainer(cfg, tmp_path, progress=False).run()
     acc = {e["role"]: e["accuracy"] for e in result["evaluation"]}
     assert acc["smallest"] > 0.45 and acc["largest"] > 0.45, acc
     steps = rows(tmp_path / "steps.csv")
     assert {r["role"] for r in steps} == {"largest", "smallest"}
     first = np.mean([float(r["loss"]) for r in steps if int(r["step"]) <= 10])
-    last = np.mean([float(r["loss"]) for r in steps if int(r["step"]) > 70])
+    last = np.mean([float(r["loss"]) for r in steps if int(r["step"]) > 50])
     assert last < first - 0.5  # the loss falls
     assert (tmp_path / "train.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -79,7 +79,7 @@ def test_resume_is_bit_exact(tmp_path):
 @needs_fmnist
 def test_kill9_and_cli_resume(tmp_path):
     out = tmp_path / "run"
-    args = ["train", "--space", "elasticvit-tiny", "--data", "fashion-mnist", "--steps", "16", "--batch-size", "16",
+    args = ["train", "--space", "elasticvit-tiny", "--data", "fashion-mnist", "--steps", "12", "--batch-size", "16",
             "--heldout", "500", "--bn-batches", "1", "--checkpoint-every", "4", "--threads", "1", "--out", str(out),
             "--no-progress"]
     ref = nas_cli(*args[:-3], "--out", str(tmp_path / "ref"), "--no-progress", "--json")
@@ -92,10 +92,10 @@ def test_kill9_and_cli_resume(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL  # killed, not finished on its own
     killed_at = read_checkpoint(out / CHECKPOINT)["step"]
-    assert 0 < killed_at < 16  # the kill landed mid-training: the resume has steps left to do
+    assert 0 < killed_at < 12  # the kill landed mid-training: the resume has steps left to do
     res = nas_cli("train", "--resume", str(out), "--no-progress", "--json")
     assert res.returncode == 0, res.stderr
-    assert f"resuming {out} at step {killed_at} of 16" in res.stderr
+    assert f"resuming {out} at step {killed_at} of 12" in res.stderr
     a = read_checkpoint(out / CHECKPOINT)["model"]
     b = read_checkpoint(tmp_path / "ref" / CHECKPOINT)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -300,7 +300,8 @@ def test_ddp_with_torchrun_on_cpu(tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"  # the running environment's, wherever it lives
     cmd = [str(torchrun) if torchrun.exists() else "torchrun", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(port), "-m", "nas.cli", "train", "--space", "elasticvit-tiny", "--data", "fashion-mnist",
-           "--steps", "8", "--batch-size", "16", "--heldout", "500", "--threads", "1", "--out", str(tmp_path / "run"),
+           "--steps", "8", "--batch-size", "16", "--heldout", "500", "--bn-batches", "1", "--threads", "1",
+           "--out", str(tmp_path / "run"),
            "--no-progress", "--json"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 0, r.stderr[-2000:]
