@@ -275,7 +275,7 @@ def _trained(src: Source, arch):
     checkpoint, BatchNorm recalibrated as the trainer's evaluation does (a no-op without BN)."""
     from nas.data import load_data
     from nas.runs import sha256_16
-    from nas.train.checkpoint import find_checkpoint, read_checkpoint
+    from nas.train.checkpoint import evaluated_weights, find_checkpoint, read_checkpoint
     from nas.train.config import TrainConfig
     from nas.train.standalone import Standalone
     from nas.train.trainer import calibrate_subnet
@@ -284,8 +284,7 @@ def _trained(src: Source, arch):
     tcfg = TrainConfig.from_toml(run / "config.toml").resolved(getattr(space, "train_recipe", None) or {})
     path = find_checkpoint(run)
     ck = read_checkpoint(path, "cpu", "nas export", only=("model", "ema"))
-    ema = ck.get("ema")
-    weights = {k[len("module."):]: v for k, v in ema.items() if k.startswith("module.")} if ema else ck["model"]
+    weights, ema = evaluated_weights(ck)
     model = Standalone(space.build(arch), arch)
     try:
         model.load_state_dict(weights)
@@ -297,7 +296,7 @@ def _trained(src: Source, arch):
     images, _ = next(data.raw_batches(data.heldout, PARITY_BATCH))
     x = data.normalise(images).contiguous()
     weights_info = {"kind": "trained", "checkpoint": str(path), "checkpoint_sha256_16": sha256_16(path),
-                    "step": int(ck["step"]), "ema": bool(ema),
+                    "step": int(ck["step"]), "ema": ema,
                     "note": f"trained from scratch by the run ({run.name}/): the weights its accuracy was measured on"}
     inp = {"shape": list(x.shape[1:]), "mean": _three(data.mean), "std": _three(data.std),
            "batch": f"first {len(x)} held-out images of {data.name}", "data": data.name}

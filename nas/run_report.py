@@ -415,9 +415,9 @@ def _provenance(data: RunData, rows: list[dict]) -> str:
                      f"{_e(data.cfg.fingerprints.get('supernet', '?'))}")
     if rows and "accuracy_estimate" in rows[0]:
         items.append(f"accuracy estimate: {_e(rows[0]['accuracy_estimate'])}")
-    for sub in sorted(data.run_dir.glob("retrain-*/checkpoint.safetensors")):  # a designer's retrained networks
-        from nas.runs import sha256_16
+    from nas.runs import sha256_16
 
+    for sub in sorted(data.run_dir.glob("retrain-*/checkpoint.safetensors")):  # a designer's retrained networks
         items.append(f"retrained network {_e(sub.parent.name)}/: checkpoint sha256[:16] {_e(sha256_16(sub))}")
     items.append(f"evaluations: {_e(data.run_dir / 'evals.jsonl')}; settings: {_e(data.run_dir / 'config.toml')}")
     return "<h2>Provenance</h2><ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"

@@ -117,7 +117,7 @@ class SupernetScorer:
         torch.set_num_threads(self.threads)
         keep_freed_memory()
         bound_kernel_cache()
-        from nas.train.checkpoint import read_checkpoint
+        from nas.train.checkpoint import evaluated_weights, read_checkpoint
 
         ck = read_checkpoint(self.path, "cpu", "--supernet", only=("model", "ema"))
         if "model" not in ck or "space_fingerprint" not in ck or "data" not in ck:
@@ -126,8 +126,7 @@ class SupernetScorer:
             raise UserError(f"--supernet {self.path} was trained on space {ck.get('space')!r}, not on this "
                             f"definition of {self.space.name!r}")
         model = self.space.build_supernet()
-        ema = ck.get("ema")  # timm's ModelEmaV3 state: the averaged supernet under "module."
-        weights = {k[len("module."):]: v for k, v in ema.items() if k.startswith("module.")} if ema else ck["model"]
+        weights, ema = evaluated_weights(ck)
         try:
             model.load_state_dict(weights)
         except RuntimeError as e:

@@ -47,6 +47,17 @@ def trained(tmp_path_factory):
     return out
 
 
+def write_csv(path, header, rows):
+    """A CSV file of ``header`` and ``rows`` (test inputs: measurements, tables); returns ``path``."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
 def run_search(out: Path, **overrides):
     """An in-process search (as `nas search` runs it); returns the run directory."""
     from nas.config import SearchConfig

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, write_csv
 from nas.latency import fewshot as fs
 from nas.latency import load_table
 from nas.spaces import get_space
@@ -25,14 +25,6 @@ def nb201():
 def rows():
     with SHIPPED.open(newline="") as f:
         return list(csv.DictReader(f))
-
-
-def _write(path, header, data):
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(data)
-    return path
 
 
 def _env(tmp_path):
@@ -81,7 +73,7 @@ def test_elasticvit_phone_held_out_from_the_other_phones():
 
 
 def test_fit_writes_a_device_every_command_reads(tmp_path, nb201, rows):
-    meas = _write(tmp_path / "cpu.csv", ["arch", "ms"], [[r["arch"], r["gold_6240"]] for r in rows[:30]])
+    meas = write_csv(tmp_path / "cpu.csv", ["arch", "ms"], [[r["arch"], r["gold_6240"]] for r in rows[:30]])
     r = nas(tmp_path, "lut", "fit", "--space", "nb201", "--measured", str(meas), "--name", "newcpu", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -94,7 +86,7 @@ def test_fit_writes_a_device_every_command_reads(tmp_path, nb201, rows):
     assert doc["provenance"]["cv_mape_pct"] == round(out["cv_mape_pct"], 3)
     assert doc["model"]["method"] == out["method"]
     # batch prediction: the fitted device next to the real table, on 200 cells it never saw
-    archs = _write(tmp_path / "archs.csv", ["arch"], [[r["arch"]] for r in rows[1000:1200]])
+    archs = write_csv(tmp_path / "archs.csv", ["arch"], [[r["arch"]] for r in rows[1000:1200]])
     r = nas(tmp_path, "latency", "--space", "nb201", "--device", "newcpu,gold_6240", "--archs", str(archs), "--csv")
     assert r.returncode == 0, r.stderr
     table = list(csv.DictReader(r.stdout.splitlines()))
@@ -122,7 +114,7 @@ def test_fit_writes_a_device_every_command_reads(tmp_path, nb201, rows):
 
 
 def test_latency_arch_and_archs_are_exclusive(tmp_path, rows):
-    archs = _write(tmp_path / "a.csv", ["arch"], [[rows[0]["arch"]]])
+    archs = write_csv(tmp_path / "a.csv", ["arch"], [[rows[0]["arch"]]])
     r = nas(tmp_path, "latency", "--space", "nb201", "--device", "fpga", "--arch", rows[0]["arch"], "--archs", str(archs))
     assert r.returncode == 2 and "not allowed with argument" in r.stderr
     r = nas(tmp_path, "latency", "--space", "nb201", "--device", "fpga", "--arch", rows[0]["arch"], "--csv")
@@ -152,7 +144,7 @@ def test_bad_measured_files_are_one_line_naming_file_and_row(tmp_path, rows, cas
         data[3][0] = re.sub(r"^\|[a-z0-9_]+~0\|", "|conv_9x9~0|", data[3][0])
     elif case == "header":
         header = ["arch", "latency"]
-    meas = _write(tmp_path / "m.csv", header, data)
+    meas = write_csv(tmp_path / "m.csv", header, data)
     r = nas(tmp_path, "lut", "fit", "--space", "nb201", "--measured", str(meas))
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
@@ -210,7 +202,7 @@ def test_json_encoded_space_round_trips_and_a_shipped_name_is_never_its_own_feat
     truth = load_table("pixel6", ev).predict(ev, g)
     texts = [fs.arch_text(ev, ev.arch(r)) for r in g]
     assert texts[0].startswith("[") and '"' not in texts[0]
-    meas = _write(tmp_path / "p6.csv", ["arch", "ms"], [[t, repr(float(v))] for t, v in zip(texts[:20], truth[:20])])
+    meas = write_csv(tmp_path / "p6.csv", ["arch", "ms"], [[t, repr(float(v))] for t, v in zip(texts[:20], truth[:20])])
     r = nas(tmp_path, "lut", "fit", "--space", "elasticvit", "--measured", str(meas), "--name", "pixel6",
             "--out", str(tmp_path / "p6"), "--json")
     assert r.returncode == 0, r.stderr
@@ -219,7 +211,7 @@ def test_json_encoded_space_round_trips_and_a_shipped_name_is_never_its_own_feat
 
     model = tomllib.loads((tmp_path / "p6" / "elasticvit.toml").read_text())["model"]
     assert "ref:pixel6" not in model["features"] and "ref:pixel4" in model["features"]
-    archs = _write(tmp_path / "a.csv", ["arch"], [[t] for t in texts[20:]])
+    archs = write_csv(tmp_path / "a.csv", ["arch"], [[t] for t in texts[20:]])
     r = nas(tmp_path, "latency", "--space", "elasticvit", "--device", str(tmp_path / "p6"), "--archs", str(archs), "--csv")
     assert r.returncode == 0, r.stderr
     pred = np.array([float(row["latency_pixel6_ms"]) for row in csv.DictReader(r.stdout.splitlines())])
@@ -227,7 +219,7 @@ def test_json_encoded_space_round_trips_and_a_shipped_name_is_never_its_own_feat
 
 
 def test_a_name_a_shipped_device_would_shadow_is_refused(tmp_path, rows):
-    meas = _write(tmp_path / "m.csv", ["arch", "ms"], [[r["arch"], r["fpga"]] for r in rows[:8]])
+    meas = write_csv(tmp_path / "m.csv", ["arch", "ms"], [[r["arch"], r["fpga"]] for r in rows[:8]])
     r = nas(tmp_path, "lut", "fit", "--space", "nb201", "--measured", str(meas), "--name", "fpga")
     assert r.returncode == 2 and "'fpga' is a shipped device" in r.stderr
     assert not (tmp_path / "tables" / "fpga").exists()

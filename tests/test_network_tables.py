@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import REPO, SHARED, nas_cli, run_search
+from conftest import REPO, SHARED, nas_cli, run_search, write_csv
 from nas.errors import UserError
 from nas.latency import load_table
 from nas.latency.network import MissingArchError, NetworkTable, read_keyed_csv
@@ -55,14 +55,6 @@ def test_shipped_metric_reads_back_exactly_and_its_best_is_6111(nb201):
     assert m.goal == "max"
 
 
-def _write(path, header, rows):
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
-
-
 def test_a_folder_device_keyed_by_id_and_json_round_trips(tmp_path):
     space = get_space("mpcvit-mini")  # no arch string: keyed by the compact JSON encoding
     g = np.unique(_sample(space, 60), axis=0)[:50]
@@ -70,13 +62,13 @@ def test_a_folder_device_keyed_by_id_and_json_round_trips(tmp_path):
     values = np.random.default_rng(2).random(len(archs)) * 100
     folder = tmp_path / "mydev"
     folder.mkdir()
-    _write(folder / "mpcvit-mini.csv", ["arch", "ms"],
+    write_csv(folder / "mpcvit-mini.csv", ["arch", "ms"],
            [[space.decode(a)["encoding"], repr(float(v))] for a, v in zip(archs, values)])
     (folder / "mpcvit-mini.toml").write_text('device = "mydev"\nkind = "network"\nspace = "mpcvit-mini"\n'
                                              'table = "mpcvit-mini.csv"\n[provenance]\nsource = "test"\n')
     t = load_table(str(folder), space)
     assert t.kind == "network" and t.predict(space, g).tolist() == values.tolist()
-    by_id = _write(tmp_path / "ids.csv", ["arch_id", "ms"], [[a.id, repr(float(v))] for a, v in zip(archs, values)])
+    by_id = write_csv(tmp_path / "ids.csv", ["arch_id", "ms"], [[a.id, repr(float(v))] for a, v in zip(archs, values)])
     assert load_table(str(by_id), space).predict(space, g[::-1]).tolist() == values[::-1].tolist()
     with pytest.raises(UserError, match="of space 'mpcvit-mini', not 'mpcvit-tiny-imagenet'"):
         load_table(str(folder / "mpcvit-mini.toml"), get_space("mpcvit-tiny-imagenet"))
@@ -84,7 +76,7 @@ def test_a_folder_device_keyed_by_id_and_json_round_trips(tmp_path):
 
 def test_a_missing_architecture_names_itself(nb201, tmp_path):
     g = nb201.from_index(np.arange(10))
-    path = _write(tmp_path / "few.csv", ["arch", "ms"], [[nb201.arch_string(nb201.arch(r)), "1.5"] for r in g])
+    path = write_csv(tmp_path / "few.csv", ["arch", "ms"], [[nb201.arch_string(nb201.arch(r)), "1.5"] for r in g])
     t = load_table(str(path), nb201)
     assert t.device == "few" and t.predict(nb201, g).tolist() == [1.5] * 10
     other = nb201.arch(nb201.from_index(11)[0])
@@ -104,17 +96,17 @@ def test_a_missing_architecture_names_itself(nb201, tmp_path):
 ])
 def test_a_bad_row_names_file_line_and_column(nb201, tmp_path, rows, message):
     a, b, c = (nb201.arch_string(nb201.arch(r)) for r in nb201.from_index([0, 1, 2]))
-    path = _write(tmp_path / "bad.csv", ["arch", "ms"], [[x.format(a=a, b=b, c=c) for x in r] for r in rows])
+    path = write_csv(tmp_path / "bad.csv", ["arch", "ms"], [[x.format(a=a, b=b, c=c) for x in r] for r in rows])
     with pytest.raises(UserError, match=message):
         load_table(str(path), nb201).predict(nb201, nb201.from_index([0]))
 
 
 def test_a_wrong_header_names_the_file(tmp_path):
-    path = _write(tmp_path / "h.csv", ["network", "ms"], [["x", "1"]])
+    path = write_csv(tmp_path / "h.csv", ["network", "ms"], [["x", "1"]])
     with pytest.raises(UserError, match=r"h.csv:1: needs a key column 'arch'"):
         read_keyed_csv(path)
     with pytest.raises(UserError, match=r"did you mean 'ms'"):
-        NetworkTable.from_csv(_write(tmp_path / "k.csv", ["arch", "ms"], [["x", "1"]]), "m")
+        NetworkTable.from_csv(write_csv(tmp_path / "k.csv", ["arch", "ms"], [["x", "1"]]), "m")
 
 
 def test_nas_devices_lists_the_kind():
@@ -154,7 +146,7 @@ def test_a_front_over_two_shipped_devices_with_a_proxy(tmp_path):
 def test_user_metric_and_general_constraints(nb201, tmp_path):
     g = nb201.from_index(np.arange(nb201.size()))
     score = np.random.default_rng(3).random(len(g))
-    path = _write(tmp_path / "m.csv", ["arch_id", "score"], [[i, repr(float(v))] for i, v in zip(nb201.ids(g), score)])
+    path = write_csv(tmp_path / "m.csv", ["arch_id", "score"], [[i, repr(float(v))] for i, v in zip(nb201.ids(g), score)])
     run = run_search(tmp_path / "r", space="nb201", devices=("fpga",), objectives="latency,score", budget=200,
                      metrics=(f"score={path}:score",), constraints=("latency<=4", "nb201-cifar10>=90", "params>=0.2"))
     rows = [json.loads(line) for line in (run / "evals.jsonl").read_text().splitlines()]
@@ -185,7 +177,7 @@ def test_bad_metric_and_constraint_flags(tmp_path, args, message):
 
 def test_allow_missing_logs_failed_rows(nb201, tmp_path):
     g = nb201.from_index(np.arange(300))
-    path = _write(tmp_path / "part.csv", ["arch", "ms"], [[nb201.arch_string(nb201.arch(r)), "2"] for r in g])
+    path = write_csv(tmp_path / "part.csv", ["arch", "ms"], [[nb201.arch_string(nb201.arch(r)), "2"] for r in g])
     run = run_search(tmp_path / "r", space="nb201", devices=(str(path),), objectives="latency,max:nb201-cifar10",
                      budget=60, allow_missing=True)
     rows = [json.loads(line) for line in (run / "evals.jsonl").read_text().splitlines()]

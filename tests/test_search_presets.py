@@ -116,7 +116,7 @@ def test_top_k_with_a_family_mutator_and_a_given_initial_population():
         ev.tell(x, f, g)
         hist.append((x, f, g))
         X, F, G = (np.concatenate(v) for v in zip(*hist))
-        assert (ev._top() == X[TopKEvolution._order(F, G)[:7]]).all()
+        assert (ev.top() == X[TopKEvolution._order(F, G)[:7]]).all()
     # one objective: the fronts are the distinct values in order, as pymoo's sort gives them
     from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 

@@ -135,7 +135,6 @@ def solve_mp(space: DeepMADSpace, budgets: Budgets, objective: Objective = Objec
 
     n_var = len(space.vars)
     cap = depth_cap(space, budgets)
-
     bounds = [(0, int(s) - 1) for s in space.var_sizes]
     if cap is not None:  # the L variables of super-blocks 2.. (every 4th from 8: out, btn, k, L per block)
         for j in range(8, n_var, 4):
@@ -274,6 +273,7 @@ def solve_evolution(space: DeepMADSpace, budgets: Budgets, objective: Objective 
         parents = parents[: max(0, iterations - made)]  # the budget also bounds the redraws inside one ask
         made += len(parents)
         return mutate(space, parents, rng, block_mutations, cap) if len(parents) else parents.copy()
+
     problem = Problem(  # the searcher's vectors are the genomes themselves: the mutator works on blocks
         names=tuple(f"gene{i}" for i in range(space.n_genes)), sizes=np.asarray(space.gene_sizes), n_obj=1,
         n_constr=len(budgets.items()), sample=lambda rng, n: np.repeat(start, n, axis=0), identify=identify,
@@ -298,7 +298,7 @@ def solve_evolution(space: DeepMADSpace, budgets: Budgets, objective: Objective 
             best_g, best_f = x[i], float(f[i])
         if progress is not None:
             progress(made, best_f)
-    pop = np.asarray(searcher._top(), dtype=GENOME_DTYPE) if searcher.best is not None else start
+    pop = np.asarray(searcher.top(), dtype=GENOME_DTYPE) if searcher.best is not None else start
     m = evaluate(space, pop, objective)
     candidates = [(pop[i], _row(m, i)) for i in range(len(pop))]
     mb = evaluate(space, best_g[None, :], objective)

@@ -121,12 +121,13 @@ class TopKEvolution:
             if self.initial is not None:
                 return np.asarray(self.initial)
             return self._fill(self.population, lambda n: self.problem.sample(self.rng, n))
-        top = self._top()
+        top = self.top()
         muts = self._fill(self.mutations, lambda n: self._mutate(top[self.rng.integers(len(top), size=n)]))
         cross = self._fill(self.crossovers, lambda n: self._cross(top), known=muts) if len(top) > 1 else muts[:0]
         return np.concatenate([muts, cross])
 
-    def _top(self) -> np.ndarray:
+    def top(self) -> np.ndarray:
+        """The parents of the next generation: the best ``parents`` of everything told."""
         if self.best is not None:
             return self.best[0]
         x, f, g = np.concatenate(self.xs), np.concatenate(self.fs), np.concatenate(self.gs)

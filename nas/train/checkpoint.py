@@ -156,6 +156,15 @@ def read_meta(path: Path, flag: str = "--supernet") -> dict:
     return read_checkpoint(path, "cpu", flag, only=())
 
 
+def evaluated_weights(ck: dict) -> tuple[dict[str, torch.Tensor], bool]:
+    """(state dict, is EMA): the weights a checkpoint's evaluations use. timm's ModelEmaV3 keeps the
+    averaged model under "module."; without EMA, the trained model itself."""
+    ema = ck.get("ema")
+    if ema:
+        return {k[len("module."):]: v for k, v in ema.items() if k.startswith("module.")}, True
+    return ck["model"], False
+
+
 def find_checkpoint(run_dir: Path, flag: str = "--resume") -> Path | None:
     """The run directory's checkpoint, None when it has none yet; an old pickle there is an error,
     not a silent fresh start."""

@@ -106,7 +106,7 @@ def _train_worker(config: dict) -> None:
         ray.train.report(metrics)
         return
     # Ray Train keeps only metrics that come with a checkpoint; the real one (checkpoint.safetensors) stays
-    # in the run directory, this one holds just the summary
+    # in the run directory, this one holds just the result (the summary, or the worker's UserError)
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "result.json").write_text(json.dumps(metrics))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
